@@ -1,0 +1,121 @@
+"""Build each cell's rendered context with BuildKit, in parallel; one failure never stops the rest.
+
+Secrets (the CA bundle, a netrc with index credentials, a Hugging Face token) reach the build
+only as BuildKit secrets; wheelhouses reach it as bind mounts from the build context.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.engine import Engine
+from builder.lock import require_fresh
+from builder.log import Log
+from builder.matrix import Cell, Matrix
+from builder.render import render_cell
+
+DEFAULT_REPOSITORY = "builder/cells"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRecord:
+    """What one cell's build left: the report's build section."""
+
+    cell_id: str
+    tag: str
+    ok: bool
+    seconds: float
+    image_id: str | None = None
+    size: int | None = None
+    digest: str | None = None
+    log: str | None = None
+    log_tail: str = ""
+    cached_steps: int = 0
+    total_steps: int = 0
+    lock_sha256: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_tag(cell: Cell, registry: str | None) -> str:
+    """`<registry repository>:<cell-id>`; the cell id is already a valid tag."""
+    return f"{registry or DEFAULT_REPOSITORY}:{cell.id}"
+
+
+@contextmanager
+def build_secrets(cell: Cell, environ: Mapping[str, str]) -> Iterator[dict[str, Path]]:
+    """Secret files for BuildKit: paths only; contents never reach a layer, log or report."""
+    secrets: dict[str, Path] = {}
+    ca = cell.indexes.ca_bundle or _env_path(environ, "BUILDER_CA_BUNDLE")
+    if ca is not None:
+        secrets["cacert"] = ca
+    netrc = _env_path(environ, "BUILDER_NETRC")
+    if netrc is not None:
+        secrets["netrc"] = netrc
+    with tempfile.TemporaryDirectory(prefix="builder-secrets-") as tmp:
+        token = environ.get("HF_TOKEN")
+        if token:
+            path = Path(tmp) / "hf_token"
+            path.write_text(token)
+            path.chmod(0o600)
+            secrets["hf_token"] = path
+        yield secrets
+
+
+def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name)
+    return Path(value) if value and os.path.isfile(value) else None
+
+
+def build_cell(matrix: Matrix, cell: Cell, engine: Engine, environ: Mapping[str, str],
+               output: Path, log: Log, *, push: bool = False,
+               registry: str | None = None) -> BuildRecord:
+    """Render and build one cell; every failure becomes a record, never an exception."""
+    tag = image_tag(cell, registry or matrix.registry)
+    rendered = render_cell(matrix, cell, output, log)
+    log_path = output / f"{cell.id}.build.log"
+    with build_secrets(cell, environ) as secrets:
+        outcome = engine.build(rendered.directory, tag, secrets, log_path)
+    record = BuildRecord(cell_id=cell.id, tag=tag, ok=outcome.ok, seconds=round(outcome.seconds, 2),
+                         image_id=outcome.image_id, log=str(log_path),
+                         log_tail="" if outcome.ok else outcome.log_tail,
+                         cached_steps=outcome.cached_steps, total_steps=outcome.total_steps,
+                         lock_sha256=rendered.lock_sha256,
+                         error=None if outcome.ok else "docker build failed")
+    if not outcome.ok:
+        return record
+    size = int(engine.inspect(tag).get("Size") or 0)
+    digest = None
+    if push:
+        try:
+            digest = engine.push(tag, log_path)
+        except RuntimeError as exc:
+            return BuildRecord(**{**record.to_json(), "ok": False, "size": size,
+                                  "error": str(exc)})
+    return BuildRecord(**{**record.to_json(), "size": size, "digest": digest})
+
+
+def build_cells(matrix: Matrix, cells: Sequence[Cell], engine: Engine, environ: Mapping[str, str],
+                output: Path, log: Log, *, jobs: int = 1, push: bool = False,
+                registry: str | None = None) -> list[BuildRecord]:
+    """Build cells, `jobs` at a time, after refusing any missing or stale lock."""
+    require_fresh(matrix, cells)
+
+    def one(cell: Cell) -> BuildRecord:
+        log.info(f"build {cell.id}")
+        record = build_cell(matrix, cell, engine, environ, output, log, push=push,
+                            registry=registry)
+        log.info(f"{'ok  ' if record.ok else 'FAIL'} {cell.id} ({record.seconds:.0f}s)")
+        return record
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, cells))

@@ -1,0 +1,206 @@
+"""The command line. Each command parses its options and calls one function; only `main` exits.
+
+Exit codes: 0 all good, 1 at least one cell failed, 2 invalid input (usage, matrix, profile),
+3 container engine unavailable, 4 internal error (a bug; traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from builder import __version__, errors
+from builder.log import Log, from_env
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES = """\b
+Exit codes:
+  0  all good
+  1  at least one cell failed
+  2  invalid input (usage, matrix, profile, lock)
+  3  container engine unavailable
+  4  internal error (a bug; traceback with --debug)
+"""
+
+
+def matrix_option(f: F) -> F:
+    return click.option(
+        "-m",
+        "--matrix",
+        "matrix_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path("matrix.yaml"),
+        show_default=True,
+        help="The matrix file.",
+    )(f)
+
+
+def cell_option(f: F) -> F:
+    return click.option(
+        "--cell",
+        "cells",
+        multiple=True,
+        metavar="ID",
+        help="A cell id or glob (repeatable). Default: every cell.",
+    )(f)
+
+
+def _log(ctx: click.Context) -> Log:
+    log: Log = ctx.obj["log"]
+    return log
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="builder")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.option("-v", "--verbose", count=True, help="More output (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
+    """Build and validate model-serving images across a matrix of bases and pins."""
+    environ = dict(os.environ)
+    ctx.obj = {"log": from_env(environ, -1 if quiet else verbose), "environ": environ}
+
+
+@cli.command(epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=Path("build"),
+    show_default=True, help="Directory for DIR/<cell-id>/Dockerfile and its build context.",
+)
+@click.pass_context
+def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output: Path) -> int:
+    """Render each cell's multi-stage Dockerfile and build context."""
+    from builder.matrix import load_matrix, select_cells
+    from builder.render import render_cell
+
+    matrix = load_matrix(matrix_path)
+    for cell in select_cells(matrix, cells):
+        written = render_cell(matrix, cell, output, _log(ctx))
+        click.echo(str(written.dockerfile))
+    return errors.OK
+
+
+@cli.command("matrix", epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
+def matrix_cmd(matrix_path: Path, cells: tuple[str, ...], fmt: str) -> int:
+    """Print the expanded cells of the matrix."""
+    from builder.matrix import load_matrix, select_cells
+
+    matrix = load_matrix(matrix_path)
+    selected = select_cells(matrix, cells)
+    click.echo(json.dumps({"cells": [c.to_json() for c in selected]}, indent=2))
+    return errors.OK
+
+
+@cli.command(epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option("--upgrade", is_flag=True, help="Re-resolve everything, ignoring current pins.")
+@click.option("--upgrade-package", "upgrade_packages", multiple=True, metavar="NAME",
+              help="Bump one package, keeping every other pin where possible (repeatable).")
+@click.option("--resolver", type=click.Choice(["uv", "pip-tools"]), default="uv",
+              show_default=True,
+              help="uv resolves on the host for the cell's Python and platform; pip-tools runs "
+              "pip-compile inside a container of the cell's base image.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_context
+def lock(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], upgrade: bool,
+         upgrade_packages: tuple[str, ...], resolver: str, fmt: str) -> int:
+    """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
+    from builder.lock import lock_cells
+    from builder.matrix import load_matrix, select_cells
+
+    if upgrade and upgrade_packages:
+        raise errors.InputError("--upgrade and --upgrade-package exclude each other")
+    matrix = load_matrix(matrix_path)
+    results = lock_cells(matrix, select_cells(matrix, cells), ctx.obj["environ"], _log(ctx),
+                         upgrade=upgrade, upgrade_packages=upgrade_packages, resolver=resolver)
+    if fmt == "json":
+        click.echo(json.dumps({"cells": [r.to_json() for r in results]}, indent=2))
+    else:
+        for result in results:
+            click.echo(result.summary())
+    return errors.OK if all(r.ok for r in results) else errors.CELLS_FAILED
+
+
+@cli.command(epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells built at once.")
+@click.option("--push", is_flag=True, help="Push each built image to the registry.")
+@click.option("--registry", metavar="REPO", help="Image repository (overrides matrix `registry`).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("build"), show_default=True, help="Build contexts and logs.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_context
+def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: int, push: bool,
+          registry: str | None, output: Path, fmt: str) -> int:
+    """Build each cell's image with BuildKit from its lock (refuses stale or missing locks)."""
+    from builder.build import build_cells
+    from builder.engine import DockerEngine
+    from builder.matrix import load_matrix, select_cells
+
+    matrix = load_matrix(matrix_path)
+    selected = select_cells(matrix, cells)
+    if push and not (registry or matrix.registry):
+        raise errors.InputError("--push needs a registry: set `registry` in the matrix or "
+                                "pass --registry")
+    engine = DockerEngine(ctx.obj["environ"], _log(ctx))
+    records = build_cells(matrix, selected, engine, ctx.obj["environ"], output, _log(ctx),
+                          jobs=jobs, push=push, registry=registry)
+    if fmt == "json":
+        click.echo(json.dumps({"cells": [r.to_json() for r in records]}, indent=2))
+    for r in records if fmt == "text" else ():
+        size = f"{(r.size or 0) / 1e6:.0f} MB" if r.ok else r.error
+        click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.cell_id}  {r.tag}  {size}  {r.seconds:.1f}s"
+                   + ("" if r.ok else "\n" + r.log_tail))
+    return errors.OK if all(r.ok for r in records) else errors.CELLS_FAILED
+
+
+@cli.command(epilog=EXIT_CODES)
+def schema() -> int:
+    """Print the JSON Schema of matrix.yaml (for yaml-language-server and editors)."""
+    from builder.schema import matrix_schema
+
+    click.echo(json.dumps(matrix_schema(), indent=2))
+    return errors.OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI and exit with the documented code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    log = from_env(dict(os.environ), 0)
+    try:
+        code = cli.main(args=args, prog_name="builder", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = errors.INVALID_INPUT
+    except click.Abort:
+        log.error("interrupted")
+        code = 130
+    except errors.BuilderError as exc:
+        log.error(exc.message, exc.hint)
+        code = exc.exit_code
+    except Exception as exc:  # a bug: say so, traceback only when asked
+        if "--debug" in args:
+            traceback.print_exc()
+        log.error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it")
+        code = errors.INTERNAL
+    sys.exit(code if isinstance(code, int) else errors.OK)

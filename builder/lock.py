@@ -1,0 +1,353 @@
+"""Hashed per-cell locks in `constraints/<cell-id>.txt`.
+
+A lock is pip-compile's format (`name==version \\` then `--hash=` lines, `# via` notes) under a
+header that records the command that regenerates it and a digest of the cell's inputs, so a
+stale lock is detected. Packages the base image already carries (`preinstalled`) are isolated,
+not pinned: the image's virtual environment does not see the base's site-packages, so the lock
+alone decides what is installed and `lock-match` can hold the image to it exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from builder import __version__
+from builder.errors import InputError
+from builder.log import Log
+from builder.matrix import Cell, Matrix
+
+RESOLVERS = ("uv", "pip-tools")
+ISOLATION = "isolated"  # how preinstalled packages of the base are treated; reports say so
+_PLATFORM_TAGS = {
+    "linux/amd64": "x86_64-manylinux_2_28",
+    "linux/arm64": "aarch64-manylinux_2_28",
+    "linux/arm64/v8": "aarch64-manylinux_2_28",
+    "linux/ppc64le": "powerpc64le-unknown-linux-gnu",
+    "linux/s390x": "s390x-unknown-linux-gnu",
+}
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s\\;]+)")
+_DIGEST_LINE = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.M)
+
+
+@dataclass(frozen=True)
+class Locked:
+    """One pinned distribution and its block of lines in the lock (pin, hashes, notes)."""
+
+    name: str  # canonical
+    version: str
+    block: str
+    hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LockFile:
+    text: str
+    header: str
+    inputs_sha256: str | None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LockDiff:
+    """What changed between two locks of a cell: the pin-bump pull request's story."""
+
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+    changed: tuple[tuple[str, str, str], ...] = ()  # (name, old, new)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "added": [{"name": n, "version": v} for n, v in self.added],
+            "removed": [{"name": n, "version": v} for n, v in self.removed],
+            "changed": [{"name": n, "old": o, "new": v} for n, o, v in self.changed],
+        }
+
+    def lines(self) -> list[str]:
+        return ([f"+ {n}=={v}" for n, v in self.added] + [f"- {n}=={v}" for n, v in self.removed]
+                + [f"~ {n} {o} -> {v}" for n, o, v in self.changed])
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """The outcome of locking one cell."""
+
+    cell_id: str
+    path: Path
+    ok: bool
+    diff: LockDiff = field(default_factory=LockDiff)
+    error: str | None = None
+    changed: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.cell_id, "path": str(self.path), "ok": self.ok,
+                "changed": self.changed, "error": self.error, "diff": self.diff.to_json()}
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"FAIL {self.cell_id}: cannot resolve\n" + _indent(self.error or "")
+        state = "updated" if self.changed else "unchanged"
+        body = _indent("\n".join(self.diff.lines())) if self.diff else ""
+        return f"ok   {self.cell_id}: {self.path} {state}" + (f"\n{body}" if body else "")
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
+
+
+def lock_path(matrix: Matrix, cell: Cell) -> Path:
+    return matrix.constraints_dir / f"{cell.id}.txt"
+
+
+def python_platform(cell: Cell) -> str:
+    return _PLATFORM_TAGS[cell.base.platform]
+
+
+def parse_lock(text: str) -> list[Locked]:
+    """The pinned packages of a lock, each with its block of lines, in file order."""
+    out: list[Locked] = []
+    block: list[str] = []
+    current: tuple[str, str] | None = None
+
+    def flush() -> None:
+        if current is not None:
+            body = "".join(block)
+            hashes = tuple(re.findall(r"--hash=(sha256:[0-9a-f]{64})", body))
+            out.append(Locked(current[0], current[1], body, hashes))
+
+    for line in text.splitlines(keepends=True):
+        match = _PIN.match(line)
+        if match:
+            flush()
+            current, block = (canonicalize_name(match[1]), match[2]), [line]
+        elif current is not None and line.startswith((" ", "\t")):
+            block.append(line)
+    flush()
+    return out
+
+
+def read_lock(path: Path) -> LockFile | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    header = "".join(line for line in text.splitlines(keepends=True)[:12] if line.startswith("#"))
+    match = _DIGEST_LINE.search(header)
+    return LockFile(text, header, match[1] if match else None)
+
+
+def inputs_digest(cell: Cell, resolver: str) -> str:
+    """A digest of everything that decides the lock's content."""
+    wheels = sorted(p.name for w in cell.indexes.wheelhouse for p in w.glob("*.whl"))
+    data = {
+        "requirements": list(cell.requirement_lines()),
+        "index_url": cell.indexes.index_url,
+        "extra_index_urls": list(cell.indexes.extra_index_urls),
+        "wheelhouse": wheels,
+        "base": cell.base.image,
+        "python": cell.base.python,
+        "platform": cell.base.platform,
+        "preinstalled": ISOLATION,
+        "resolver": resolver,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def header(matrix_path: Path, cell: Cell, digest: str, resolver: str) -> str:
+    pre = ", ".join(f"{n}=={v}" for n, v in cell.base.preinstalled) or "none declared"
+    return (
+        f"# Generated by builder {__version__} for cell {cell.id}; do not edit.\n"
+        f"# To regenerate: builder lock -m {matrix_path.name} --cell {cell.id}\n"
+        f"# inputs-sha256: {digest}\n"
+        f"# resolver: {resolver}; python {cell.base.python}; {cell.base.platform} "
+        f"({python_platform(cell)})\n"
+        f"# base: {cell.base.image}; its preinstalled packages ({pre}) are {ISOLATION}: "
+        "the image's venv does not see them\n"
+    )
+
+
+def stale_reason(matrix: Matrix, cell: Cell) -> str | None:
+    """Why the cell's lock cannot be used as it is, or None when it is fresh."""
+    path = lock_path(matrix, cell)
+    lock = read_lock(path)
+    if lock is None:
+        return f"no lock at {path}"
+    if lock.inputs_sha256 is None:
+        return f"{path} has no inputs-sha256 header (not written by builder)"
+    resolver = "pip-tools" if "# resolver: pip-tools" in lock.header else "uv"
+    if lock.inputs_sha256 != inputs_digest(cell, resolver):
+        return f"{path} is stale: the cell's requirements, pins, indexes or base changed"
+    return None
+
+
+def require_fresh(matrix: Matrix, cells: Sequence[Cell]) -> None:
+    """Refuse missing or stale locks, naming each, with the command that fixes them."""
+    problems = [(c, r) for c in cells if (r := stale_reason(matrix, c))]
+    if problems:
+        lines = "\n".join(f"  {cell.id}: {reason}" for cell, reason in problems)
+        raise InputError(f"{len(problems)} cell(s) need a fresh lock:\n{lines}",
+                         hint=f"run `builder lock -m {matrix.path}` (or pass --lock)")
+
+
+def diff_locks(old: str | None, new: str) -> LockDiff:
+    before = {p.name: p.version for p in parse_lock(old or "")}
+    after = {p.name: p.version for p in parse_lock(new)}
+    return LockDiff(
+        added=tuple((n, after[n]) for n in sorted(after.keys() - before.keys())),
+        removed=tuple((n, before[n]) for n in sorted(before.keys() - after.keys())),
+        changed=tuple((n, before[n], after[n]) for n in sorted(after.keys() & before.keys())
+                      if before[n] != after[n]),
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- resolution with uv
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolution:
+    ok: bool
+    body: str = ""
+    error: str | None = None
+
+
+def uv_command(cell: Cell, *, hashes: bool, upgrade: bool = False,
+               upgrade_packages: Sequence[str] = (), output: str | None = None) -> list[str]:
+    argv = [_uv(), "pip", "compile", "requirements.in", "--quiet", "--no-header",
+            "--python-version", cell.base.python, "--python-platform", python_platform(cell)]
+    if hashes:
+        argv.append("--generate-hashes")
+    if cell.indexes.index_url:
+        argv += ["--index-url", cell.indexes.index_url]
+    for url in cell.indexes.extra_index_urls:
+        argv += ["--extra-index-url", url]
+    for wheelhouse in cell.indexes.wheelhouse:
+        argv += ["--find-links", str(wheelhouse)]
+    if upgrade:
+        argv.append("--upgrade")
+    for name in upgrade_packages:
+        argv += ["--upgrade-package", name]
+    if output:
+        argv += ["--output-file", output]
+    return argv
+
+
+def _uv() -> str:
+    found = shutil.which("uv")
+    if found:
+        return found
+    from uv import find_uv_bin  # the uv wheel ships its binary
+
+    return str(find_uv_bin())
+
+
+def resolve_uv(cell: Cell, environ: dict[str, str], *, hashes: bool = True,
+               previous: str | None = None, upgrade: bool = False,
+               upgrade_packages: Sequence[str] = ()) -> Resolution:
+    """Resolve a cell for its own Python and platform; `previous` pins are kept where possible."""
+    with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
+        work = Path(tmp)
+        (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
+        output = None
+        if previous is not None:
+            output = "previous.txt"
+            (work / output).write_text(previous)
+        argv = uv_command(cell, hashes=hashes, upgrade=upgrade,
+                          upgrade_packages=upgrade_packages, output=output)
+        env = _uv_env(cell, environ)
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return Resolution(ok=False, error=explain_failure(done.stderr))
+        body = (work / output).read_text() if output else done.stdout
+        return Resolution(ok=True, body=body)
+
+
+def _uv_env(cell: Cell, environ: dict[str, str]) -> dict[str, str]:
+    env = dict(environ)
+    if cell.indexes.ca_bundle is not None:
+        env["SSL_CERT_FILE"] = str(cell.indexes.ca_bundle)
+    env.setdefault("UV_NATIVE_TLS", "1")
+    return env
+
+
+def explain_failure(stderr: str) -> str:
+    """uv's explanation cut to what matters: the chain of conflicting requirements."""
+    lines = [re.sub(r"^[\s×╰─▶│]+", "", line).rstrip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("hint:", "warning:"))]
+    keep = [line for line in lines if re.match(
+        r"(Because|And because|we can conclude|.*cannot be used|.*unsatisfiable|.*depends on"
+        r"|.*no version|.*not found|.*requirements are unsatisfiable|error:|.*Failed)", line,
+        re.IGNORECASE)]
+    return "\n".join((keep or lines)[:12])
+
+
+def lock_cell(matrix: Matrix, cell: Cell, environ: dict[str, str], *, upgrade: bool = False,
+              upgrade_packages: Sequence[str] = (), resolver: str = "uv") -> LockResult:
+    """Lock one cell: resolve, prepend the header, write atomically, diff against the old."""
+    path = lock_path(matrix, cell)
+    old = read_lock(path)
+    previous = None if (old is None or upgrade) else old.text
+    if resolver == "pip-tools":
+        from builder.piptools import resolve_pip_tools
+
+        result = resolve_pip_tools(matrix, cell, environ, previous=previous,
+                                   upgrade_packages=upgrade_packages)
+    else:
+        result = resolve_uv(cell, environ, previous=previous, upgrade=upgrade,
+                            upgrade_packages=upgrade_packages)
+    if not result.ok:
+        return LockResult(cell.id, path, ok=False, error=result.error)
+    text = header(matrix.path, cell, inputs_digest(cell, resolver), resolver) + normalize(result.body)
+    changed = old is None or old.text != text
+    if changed:
+        write_atomic(path, text)
+    return LockResult(cell.id, path, ok=True, diff=diff_locks(old.text if old else None, text),
+                      changed=changed)
+
+
+def normalize(body: str) -> str:
+    """Drop resolver-specific header comments and option lines; keep pins, hashes and notes."""
+    lines = body.splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(("#", "--", "-i ", "-f "))]
+    text = "".join(kept).lstrip("\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def lock_cells(matrix: Matrix, cells: Sequence[Cell], environ: dict[str, str], log: Log, *,
+               upgrade: bool = False, upgrade_packages: Sequence[str] = (),
+               resolver: str = "uv") -> list[LockResult]:
+    """Lock each cell; a cell that cannot be resolved never stops the others."""
+    results = []
+    for cell in cells:
+        with log.step(f"lock {cell.id}"):
+            results.append(lock_cell(matrix, cell, environ, upgrade=upgrade,
+                                     upgrade_packages=upgrade_packages, resolver=resolver))
+    return results

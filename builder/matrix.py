@@ -1,0 +1,811 @@
+"""matrix.yaml, version 1: the one reader (`load_matrix`) and the frozen data it returns.
+
+Every problem is reported as `file:line:col: dotted.field: message`, all of them at once,
+as an `InputError` (exit 2). Scalars keep their source text, so `python: 3.10` stays "3.10".
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from builder.errors import InputError, located
+
+PROBES = ("imports", "numpy", "pip-check", "lock-match", "cuda", "media", "generate")
+GPU_MODES = ("required", "optional", "none")
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/ppc64le", "linux/s390x")
+# Distributions users pin most; an axis name close to one of these but not equal is a typo.
+WELL_KNOWN = (
+    "torch", "torchvision", "torchaudio", "transformers", "diffusers", "numpy", "tokenizers",
+    "accelerate", "peft", "xformers", "flash-attn", "decord", "opencv-python", "safetensors",
+    "huggingface-hub", "sentencepiece", "librosa", "soundfile", "imageio", "imageio-ffmpeg",
+    "xfuser", "optimum-quanto", "gradio", "triton", "onnxruntime", "einops",
+)
+TOP_KEYS = (
+    "version", "bases", "axes", "exclude", "include", "requirements", "indexes", "profiles",
+    "profile_paths", "probes", "gpu", "app", "registry", "runners",
+)
+BASE_KEYS = ("image", "python", "cuda", "platform", "apt", "preinstalled")
+INDEX_KEYS = ("index_url", "extra_index_urls", "wheelhouse", "ca_bundle")
+APP_KEYS = ("path", "entry_modules")
+RUNNER_KEYS = ("cpu", "gpu")
+PROBE_OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {"timeout": (int, float), "memory": str}
+
+_UNSAFE = re.compile(r"[\n\r\x00`]|\$\(|\$\{|\{\{|\{%|\{#|\}\}|%\}|#\}")
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_DIST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_APT = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+:~-]+)?$")
+_PYTHON = re.compile(r"^3\.\d{1,2}$")
+_CUDA = re.compile(r"^\d{1,2}\.\d{1,2}(?:\.\d{1,3})?$")
+_URL = re.compile(r"^(?:https?|file)://[^\s'\"\\;|&<>]+$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$")
+_PROFILE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
+_ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+_SPEC_WORDS = (("===", "eq"), ("==", "eq"), ("~=", "compat"), (">=", "ge"), ("<=", "le"),
+               ("!=", "ne"), (">", "gt"), ("<", "lt"))
+
+
+# ---------------------------------------------------------------- the data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Base:
+    """A named base image and the facts the matrix states about it."""
+
+    name: str
+    image: str
+    python: str
+    cuda: str | None
+    platform: str = "linux/amd64"
+    apt: tuple[str, ...] = ()
+    preinstalled: tuple[tuple[str, str], ...] = ()  # (canonical name, version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    """One axis value: `name` pinned by `specifier` (`==2.4.0` or a range)."""
+
+    name: str
+    specifier: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}{self.specifier}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Indexes:
+    """Where packages come from, already chosen for one cell's CUDA version."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    wheelhouse: tuple[Path, ...] = ()
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class App:
+    """Model code copied into the image, and the modules the probes must import."""
+
+    path: Path
+    entry_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One combination of the matrix: a base plus pins, with everything shared."""
+
+    id: str
+    base: Base
+    pins: tuple[Pin, ...]
+    axes: tuple[tuple[str, str], ...]  # the raw axis values, in matrix order, for reports
+    requirements: tuple[str, ...]
+    indexes: Indexes
+    profiles: tuple[str, ...]
+    probes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    gpu: str
+    app: App | None
+    line: int  # where the cell comes from in the matrix file (its axes or include entry)
+
+    def requirement_lines(self) -> tuple[str, ...]:
+        """What the resolver is asked for: shared requirements, then this cell's pins."""
+        return self.requirements + tuple(p.requirement for p in self.pins)
+
+    def pin(self, name: str) -> Pin | None:
+        wanted = canonicalize_name(name)
+        return next((p for p in self.pins if canonicalize_name(p.name) == wanted), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "base": self.base.name,
+            "image": self.base.image,
+            "python": self.base.python,
+            "cuda": self.base.cuda,
+            "platform": self.base.platform,
+            "gpu": self.gpu,
+            "axes": dict(self.axes),
+            "pins": [p.requirement for p in self.pins],
+            "requirements": list(self.requirements),
+            "profiles": list(self.profiles),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """A loaded, validated matrix file."""
+
+    path: Path
+    bases: tuple[Base, ...]
+    cells: tuple[Cell, ...]
+    registry: str | None = None
+    runners: tuple[tuple[str, str], ...] = (("cpu", "ubuntu-latest"), ("gpu", "gpu"))
+    profile_paths: tuple[Path, ...] = ()
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def constraints_dir(self) -> Path:
+        return self.root / "constraints"
+
+
+# ---------------------------------------------------------------- YAML nodes with positions
+
+
+@dataclass
+class _Problems:
+    path: Path
+    items: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def add(self, node: yaml.Node, where: str, message: str) -> None:
+        mark = node.start_mark
+        item = (mark.line + 1, mark.column + 1,
+                located(self.path, mark.line + 1, mark.column + 1, where, message))
+        if item not in self.items:
+            self.items.append(item)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            lines = [text for _, _, text in sorted(self.items)]
+            raise InputError("\n".join(lines), hint=_hint(len(lines)))
+
+
+def _hint(count: int) -> str:
+    noun = "problem" if count == 1 else "problems"
+    return f"fix the {count} {noun} above; `builder schema` prints the format"
+
+
+def _join(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _mapping(node: yaml.Node, where: str, problems: _Problems,
+             allowed: Sequence[str] | None = None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """A mapping node as {key: (key node, value node)}, reporting duplicates and unknown keys."""
+    if not isinstance(node, yaml.MappingNode):
+        problems.add(node, where or "(document)", f"expected a mapping, got {_kind(node)}")
+        return {}
+    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str) or key == "":
+            problems.add(key_node, where or "(document)", "keys must be non-empty strings")
+        elif key in out:
+            problems.add(key_node, _join(where, key), "duplicate key")
+        elif allowed is not None and key not in allowed:
+            problems.add(key_node, _join(where, key), f"unknown key{_suggest(key, allowed)}")
+        else:
+            out[key] = (key_node, value_node)
+    return out
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag.endswith(":null"):
+        return "null"
+    return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r}"
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _scalar(node: yaml.Node, where: str, problems: _Problems,
+            pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+    """A scalar's source text (so 3.10 stays "3.10"), checked for unsafe characters."""
+    if not isinstance(node, yaml.ScalarNode) or _is_null(node) or node.tag.endswith(":bool"):
+        problems.add(node, where, f"expected a string, got {_kind(node)}")
+        return None
+    text = str(node.value)
+    if _UNSAFE.search(text):
+        problems.add(node, where, f"unsafe value {text!r}: newlines, backticks, $( ${{ and "
+                     "Jinja delimiters are not allowed")
+        return None
+    if pattern is not None and not pattern.match(text):
+        problems.add(node, where, f"invalid {what or 'value'} {text!r}")
+        return None
+    return text
+
+
+def _sequence(node: yaml.Node, where: str, problems: _Problems) -> list[yaml.Node]:
+    if not isinstance(node, yaml.SequenceNode):
+        problems.add(node, where, f"expected a list, got {_kind(node)}")
+        return []
+    return list(node.value)
+
+
+def _strings(node: yaml.Node, where: str, problems: _Problems,
+             pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
+    items = (_scalar(n, _join(where, i), problems, pattern, what)
+             for i, n in enumerate(_sequence(node, where, problems)))
+    return tuple(s for s in items if s is not None)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _requirement(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+    text = _scalar(node, where, problems)
+    if text is None:
+        return None
+    try:
+        Requirement(text)
+    except InvalidRequirement as exc:
+        problems.add(node, where, f"invalid requirement {text!r}: {str(exc).splitlines()[0]}")
+        return None
+    return text
+
+
+def _pin_specifier(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+    """An axis value: a bare version means `==version`, else a full specifier."""
+    text = _scalar(node, where, problems)
+    if text is None:
+        return None
+    if ";" in text or text.strip() != text or text == "":
+        problems.add(node, where, f"invalid version or specifier {text!r}")
+        return None
+    try:
+        if text[0].isdigit():
+            return f"=={Version(text)}"
+        SpecifierSet(text)
+        return text.replace(" ", "")
+    except (InvalidVersion, InvalidSpecifier):
+        problems.add(node, where, f"invalid version or specifier {text!r} "
+                     "(use a version like 2.4.0 or a specifier like >=4.49,<4.52)")
+        return None
+
+
+def _preinstalled(node: yaml.Node, where: str, problems: _Problems) -> tuple[tuple[str, str], ...]:
+    out = []
+    for i, item in enumerate(_sequence(node, where, problems)):
+        text = _scalar(item, _join(where, i), problems)
+        if text is None:
+            continue
+        name, sep, version = text.partition("==")
+        try:
+            if not sep or not _DIST.match(name.strip()):
+                raise InvalidVersion(text)
+            out.append((canonicalize_name(name.strip()), str(Version(version.strip()))))
+        except InvalidVersion:
+            problems.add(item, _join(where, i), f"expected name==version, got {text!r}")
+    return tuple(out)
+
+
+def _base(name: str, node: yaml.Node, where: str, problems: _Problems) -> Base | None:
+    fields = _mapping(node, where, problems, BASE_KEYS)
+    for required in ("image", "python"):
+        if required not in fields and isinstance(node, yaml.MappingNode):
+            problems.add(node, _join(where, required), "missing required key")
+    image = python = None
+    if "image" in fields:
+        image = _scalar(fields["image"][1], _join(where, "image"), problems, _IMAGE,
+                        "image reference (no whitespace or shell characters)")
+    if "python" in fields:
+        python = _scalar(fields["python"][1], _join(where, "python"), problems, _PYTHON,
+                         "Python version (expected like \"3.10\"; quote it in YAML)")
+    cuda = None
+    if "cuda" in fields and not _is_null(fields["cuda"][1]):
+        cuda = _scalar(fields["cuda"][1], _join(where, "cuda"), problems, _CUDA,
+                       "CUDA version (expected like \"12.1\", or null for CPU)")
+    platform = "linux/amd64"
+    if "platform" in fields:
+        value = _scalar(fields["platform"][1], _join(where, "platform"), problems)
+        if value is not None and value not in PLATFORMS:
+            problems.add(fields["platform"][1], _join(where, "platform"),
+                         f"unsupported platform {value!r}{_suggest(value, PLATFORMS)}")
+        platform = value or platform
+    apt = _strings(fields["apt"][1], _join(where, "apt"), problems, _APT,
+                   "Debian package name") if "apt" in fields else ()
+    pre = _preinstalled(fields["preinstalled"][1], _join(where, "preinstalled"),
+                        problems) if "preinstalled" in fields else ()
+    if image is None or python is None:
+        return None
+    return Base(name=name, image=image, python=python, cuda=cuda, platform=platform,
+                apt=apt, preinstalled=pre)
+
+
+def _bases(node: yaml.Node, problems: _Problems) -> dict[str, Base | None]:
+    """Each declared base by name; None for one that has problems (already reported)."""
+    out: dict[str, Base | None] = {}
+    fields = _mapping(node, "bases", problems)
+    if isinstance(node, yaml.MappingNode) and not fields and not node.value:
+        problems.add(node, "bases", "at least one base is required")
+    for name, (key_node, value_node) in fields.items():
+        if not _NAME.match(name):
+            problems.add(key_node, _join("bases", name),
+                         "base names use lowercase letters, digits and '-'")
+            continue
+        out[name] = _base(name, value_node, _join("bases", name), problems)
+    return out
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A partial cell (axes combination, include or exclude entry) with its position."""
+
+    values: tuple[tuple[str, str], ...]  # (key, raw value)
+    nodes: Mapping[str, yaml.Node]
+    line: int
+    paths: Mapping[str, str]  # key -> dotted path of its value, for messages
+
+    def get(self, key: str) -> str | None:
+        return dict(self.values).get(key)
+
+
+def _axis_name(key_node: yaml.Node, where: str, problems: _Problems,
+               known: Sequence[str]) -> bool:
+    name = key_node.value
+    if name == "base":
+        return True
+    if not _DIST.match(name):
+        problems.add(key_node, where, "an axis is `base` or a distribution name")
+        return False
+    close = difflib.get_close_matches(canonicalize_name(name), known, n=1, cutoff=0.75)
+    if canonicalize_name(name) not in known and close:
+        problems.add(key_node, where, f"unknown key (did you mean '{close[0]}'?)")
+        return False
+    return True
+
+
+def _axes(node: yaml.Node, problems: _Problems, known: Sequence[str]) -> list[tuple[str, list[yaml.Node]]]:
+    out = []
+    fields = _mapping(node, "axes", problems)
+    if isinstance(node, yaml.MappingNode) and not node.value:
+        problems.add(node, "axes", "at least one axis is required")
+    for name, (key_node, value_node) in fields.items():
+        where = _join("axes", name)
+        if not _axis_name(key_node, where, problems, known):
+            continue
+        values = _sequence(value_node, where, problems)
+        if isinstance(value_node, yaml.SequenceNode) and not values:
+            problems.add(value_node, where, "an axis needs at least one value")
+        out.append((name, values))
+    return out
+
+
+def _entries(node: yaml.Node, where: str, problems: _Problems) -> list[_Entry]:
+    out = []
+    for i, item in enumerate(_sequence(node, where, problems)):
+        fields = _mapping(item, _join(where, i), problems)
+        if isinstance(item, yaml.MappingNode) and not fields and not item.value:
+            problems.add(item, _join(where, i), "an entry needs at least one key")
+        values = []
+        for key, (_, value_node) in fields.items():
+            text = _scalar(value_node, _join(_join(where, i), key), problems)
+            if text is not None:
+                values.append((key, text))
+        out.append(_Entry(tuple(values), {k: v for k, (_, v) in fields.items()},
+                          item.start_mark.line + 1,
+                          {k: _join(_join(where, i), k) for k in fields}))
+    return out
+
+
+def _combine(axes: list[tuple[str, list[yaml.Node]]], problems: _Problems) -> list[_Entry]:
+    """The Cartesian product of the axes, in file order."""
+    columns = []
+    for name, values in axes:
+        column = []
+        for i, node in enumerate(values):
+            text = _scalar(node, _join(_join("axes", name), i), problems)
+            if text is not None:
+                column.append((name, text, node, _join(_join("axes", name), i)))
+        columns.append(column)
+    out = []
+    for combo in itertools.product(*columns):
+        line = min(n.start_mark.line for _, _, n, _ in combo) + 1 if combo else 1
+        out.append(_Entry(tuple((k, v) for k, v, _, _ in combo), {k: n for k, _, n, _ in combo},
+                          line, {k: p for k, _, _, p in combo}))
+    return out
+
+
+def _matches(entry: _Entry, combo: Mapping[str, str]) -> bool:
+    return all(combo.get(k) == v for k, v in entry.values)
+
+
+def expand(axis_names: Sequence[str], combos: list[_Entry], exclude: list[_Entry],
+           include: list[_Entry]) -> list[_Entry]:
+    """GitHub Actions semantics: exclude first, then each include entry is merged into every
+    combination whose original axis values it matches (it may overwrite values added by an
+    earlier include, never original ones); an entry that matches none becomes a new cell."""
+    kept = [c for c in combos if not any(_matches(e, dict(c.values)) for e in exclude)]
+    cells = [(dict(c.values), dict(c.nodes), c.line, dict(c.paths)) for c in kept]
+    originals = [dict(c.values) for c in kept]
+    for entry in include:
+        hit = False
+        for (values, nodes, _, paths), original in zip(cells, originals):
+            if all(original.get(k) == v for k, v in entry.values if k in axis_names):
+                values.update(entry.values)
+                nodes.update(entry.nodes)
+                paths.update(entry.paths)
+                hit = True
+        if not hit:
+            cells.append((dict(entry.values), dict(entry.nodes), entry.line, dict(entry.paths)))
+            originals.append({})
+    return [_Entry(tuple(v.items()), n, line, p) for v, n, line, p in cells]
+
+
+def _check_excludes(exclude: list[_Entry], axis_names: Sequence[str], problems: _Problems) -> None:
+    for i, entry in enumerate(exclude):
+        for key, _ in entry.values:
+            if key not in axis_names:
+                problems.add(entry.nodes[key], f"exclude[{i}].{key}",
+                             f"not an axis of this matrix{_suggest(key, axis_names)}")
+
+
+def _spec_slug(specifier: str) -> str:
+    for op, word in _SPEC_WORDS:
+        specifier = specifier.replace(op, word)
+    return specifier.replace(",", "-")
+
+
+def cell_id(base: str, pins: Sequence[Pin]) -> str:
+    """`<base>.<name>-<version>...`, readable, and safe as a file name and an image tag."""
+    parts = [base]
+    for pin in pins:
+        value = pin.specifier[2:] if pin.specifier.startswith("==") and "," not in pin.specifier \
+            else _spec_slug(pin.specifier)
+        parts.append(f"{canonicalize_name(pin.name)}-{value}")
+    return _ID_UNSAFE.sub("_", ".".join(parts).lower())[:120]
+
+
+# ---------------------------------------------------------------- shared sections
+
+
+def _index_urls(node: yaml.Node, where: str, problems: _Problems,
+                ) -> tuple[tuple[str, tuple[str | None, ...] | None], ...]:
+    """extra_index_urls: a URL, or {url, cuda} where cuda is a version, a list, or null (CPU)."""
+    out: list[tuple[str, tuple[str | None, ...] | None]] = []
+    for i, item in enumerate(_sequence(node, where, problems)):
+        at = _join(where, i)
+        if isinstance(item, yaml.ScalarNode):
+            url = _scalar(item, at, problems, _URL, "URL")
+            if url:
+                out.append((url, None))
+            continue
+        fields = _mapping(item, at, problems, ("url", "cuda"))
+        if "url" not in fields:
+            problems.add(item, _join(at, "url"), "missing required key")
+            continue
+        url = _scalar(fields["url"][1], _join(at, "url"), problems, _URL, "URL")
+        cudas: tuple[str | None, ...] = (None,)
+        if "cuda" in fields and not _is_null(fields["cuda"][1]):
+            cuda_node = fields["cuda"][1]
+            cudas = (_strings(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version")
+                     if isinstance(cuda_node, yaml.SequenceNode)
+                     else (_scalar(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version"),))
+        if url:
+            out.append((url, cudas))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _IndexSpec:
+    index_url: str | None
+    extra: tuple[tuple[str, tuple[str | None, ...] | None], ...]
+    wheelhouse: tuple[Path, ...]
+    ca_bundle: Path | None
+
+    def for_cuda(self, cuda: str | None) -> Indexes:
+        def fits(cudas: tuple[str | None, ...] | None) -> bool:
+            return cudas is None or any(_same_cuda(c, cuda) for c in cudas)
+        extra = tuple(url for url, cudas in self.extra if fits(cudas))
+        return Indexes(index_url=self.index_url, extra_index_urls=extra,
+                       wheelhouse=self.wheelhouse, ca_bundle=self.ca_bundle)
+
+
+def _same_cuda(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.split(".")[:2] == b.split(".")[:2]
+
+
+def _local_path(node: yaml.Node, where: str, problems: _Problems, root: Path,
+                want_dir: bool) -> Path | None:
+    text = _scalar(node, where, problems)
+    if text is None:
+        return None
+    path = (root / text).resolve()
+    ok = path.is_dir() if want_dir else path.is_file()
+    if not ok:
+        problems.add(node, where, f"{'directory' if want_dir else 'file'} not found: {path}")
+        return None
+    return path
+
+
+def _indexes(node: yaml.Node, problems: _Problems, root: Path) -> _IndexSpec:
+    fields = _mapping(node, "indexes", problems, INDEX_KEYS)
+    index_url = None
+    if "index_url" in fields:
+        index_url = _scalar(fields["index_url"][1], "indexes.index_url", problems, _URL, "URL")
+    extra = _index_urls(fields["extra_index_urls"][1], "indexes.extra_index_urls",
+                        problems) if "extra_index_urls" in fields else ()
+    wheelhouse: list[Path] = []
+    if "wheelhouse" in fields:
+        for i, item in enumerate(_sequence(fields["wheelhouse"][1], "indexes.wheelhouse",
+                                           problems)):
+            path = _local_path(item, f"indexes.wheelhouse[{i}]", problems, root, want_dir=True)
+            if path:
+                wheelhouse.append(path)
+    ca = None
+    if "ca_bundle" in fields and not _is_null(fields["ca_bundle"][1]):
+        ca = _local_path(fields["ca_bundle"][1], "indexes.ca_bundle", problems, root,
+                         want_dir=False)
+    return _IndexSpec(index_url, extra, tuple(wheelhouse), ca)
+
+
+def _probes(node: yaml.Node, problems: _Problems,
+            ) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    """`probes`: a list of names, or a mapping of name to options (null for none)."""
+    if isinstance(node, yaml.SequenceNode):
+        names = _strings(node, "probes", problems)
+        for i, name in enumerate(names):
+            if name not in PROBES:
+                problems.add(node.value[i], f"probes[{i}]", f"unknown probe{_suggest(name, PROBES)}")
+        return tuple((n, ()) for n in names if n in PROBES)
+    out = []
+    for name, (_, value) in _mapping(node, "probes", problems, PROBES).items():
+        options: tuple[tuple[str, Any], ...] = ()
+        if not _is_null(value):
+            options = _probe_options(value, _join("probes", name), problems)
+        out.append((name, options))
+    return tuple(out)
+
+
+def _probe_options(node: yaml.Node, where: str, problems: _Problems) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(node, yaml.MappingNode):
+        problems.add(node, where, f"expected a mapping of options or null, got {_kind(node)}")
+        return ()
+    data = yaml.safe_load(yaml.serialize(node))
+    for key, (_, value_node) in _mapping(node, where, problems).items():
+        wanted = PROBE_OPTION_TYPES.get(key)
+        value = data[key]
+        if wanted and (not isinstance(value, wanted) or isinstance(value, bool)):
+            problems.add(value_node, _join(where, key), f"expected {_type_name(wanted)}")
+        elif key == "timeout" and value <= 0:
+            problems.add(value_node, _join(where, key), "must be positive")
+        elif key == "memory" and not _MEMORY.match(str(value)):
+            problems.add(value_node, _join(where, key), "expected a size like 2g or 512m")
+        elif isinstance(value, str) and _UNSAFE.search(value):
+            problems.add(value_node, _join(where, key), "unsafe value")
+    return tuple(sorted(_freeze(data).items()))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _freeze(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = [k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))]
+    return {"int": "a number", "str": "a string"}.get(names[0], names[0])
+
+
+def _app(node: yaml.Node, problems: _Problems, root: Path) -> App | None:
+    fields = _mapping(node, "app", problems, APP_KEYS)
+    if "path" not in fields:
+        if isinstance(node, yaml.MappingNode):
+            problems.add(node, "app.path", "missing required key")
+        return None
+    path = _local_path(fields["path"][1], "app.path", problems, root, want_dir=True)
+    modules = _strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE,
+                       "module name") if "entry_modules" in fields else ()
+    return App(path=path, entry_modules=modules) if path else None
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Read, validate and expand a matrix file. Raises InputError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: matrix file not found",
+                         hint="pass -m FILE or run in a directory with matrix.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read matrix file: {exc}") from None
+    return parse_matrix(text, path)
+
+
+def parse_matrix(text: str, path: Path) -> Matrix:
+    """Validate and expand matrix text; `path` names it in errors and anchors relative paths."""
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise InputError(located(path, line, col, "", f"YAML syntax error: {exc.problem}")) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: YAML error: {exc}") from None
+    if root_node is None:
+        raise InputError(f"{path}:1:1: empty matrix file",
+                         hint="start with `version: 1`, `bases:` and `axes:`")
+    problems = _Problems(path)
+    matrix = _build(root_node, problems, path)
+    problems.raise_if_any()
+    assert matrix is not None
+    return matrix
+
+
+def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | None:
+    top = _mapping(root_node, "", problems, TOP_KEYS)
+    for required in ("version", "bases", "axes"):
+        if required not in top and isinstance(root_node, yaml.MappingNode):
+            problems.add(root_node, required, "missing required key")
+    if "version" in top:
+        node = top["version"][1]
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int") and node.value == "1"):
+            problems.add(node, "version", f"unsupported version {node.value!r} (this builder reads 1)"
+                         if isinstance(node, yaml.ScalarNode) else "expected 1")
+    if not {"bases", "axes"} <= top.keys():
+        return None
+    shared = _shared(top, problems, path.parent)
+    bases = _bases(top["bases"][1], problems)
+    known = sorted({*WELL_KNOWN, *(canonicalize_name(Requirement(r).name)
+                                    for r in shared["requirements"])})
+    axes = _axes(top["axes"][1], problems, known)
+    axis_names = [name for name, _ in axes]
+    exclude = _entries(top["exclude"][1], "exclude", problems) if "exclude" in top else []
+    include = _entries(top["include"][1], "include", problems) if "include" in top else []
+    _check_excludes(exclude, axis_names, problems)
+    entries = expand(axis_names, _combine(axes, problems), exclude, include)
+    cells = _cells(entries, bases, shared, problems, top["axes"][1])
+    return Matrix(path=path, bases=tuple(b for b in bases.values() if b), cells=tuple(cells),
+                  registry=shared["registry"], runners=shared["runners"],
+                  profile_paths=shared["profile_paths"])
+
+
+def _shared(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems,
+            root: Path) -> dict[str, Any]:
+    """The sections every cell shares, each with its default."""
+    def node(key: str) -> yaml.Node | None:
+        return top[key][1] if key in top else None
+
+    out: dict[str, Any] = {"requirements": (), "index": _IndexSpec(None, (), (), None),
+                           "profiles": (), "probes": tuple((p, ()) for p in PROBES),
+                           "gpu": "optional", "app": None, "registry": None,
+                           "runners": Matrix.runners, "profile_paths": ()}
+    if (n := node("requirements")) is not None:
+        items = (_requirement(x, f"requirements[{i}]", problems)
+                 for i, x in enumerate(_sequence(n, "requirements", problems)))
+        out["requirements"] = tuple(r for r in items if r)
+    if (n := node("indexes")) is not None:
+        out["index"] = _indexes(n, problems, root)
+    if (n := node("profiles")) is not None:
+        out["profiles"] = _strings(n, "profiles", problems, _PROFILE, "profile name")
+    if (n := node("profile_paths")) is not None:
+        paths = (_local_path(x, f"profile_paths[{i}]", problems, root, want_dir=True)
+                 for i, x in enumerate(_sequence(n, "profile_paths", problems)))
+        out["profile_paths"] = tuple(p for p in paths if p)
+    if (n := node("probes")) is not None:
+        out["probes"] = _probes(n, problems)
+    if (n := node("gpu")) is not None:
+        gpu = _scalar(n, "gpu", problems)
+        if gpu is not None and gpu not in GPU_MODES:
+            problems.add(n, "gpu", f"expected one of {', '.join(GPU_MODES)}{_suggest(gpu, GPU_MODES)}")
+        out["gpu"] = gpu if gpu in GPU_MODES else "optional"
+    if (n := node("app")) is not None:
+        out["app"] = _app(n, problems, root)
+    if (n := node("registry")) is not None:
+        out["registry"] = _scalar(n, "registry", problems, _IMAGE, "registry")
+    if (n := node("runners")) is not None:
+        fields = _mapping(n, "runners", problems, RUNNER_KEYS)
+        labels = {k: _scalar(v, f"runners.{k}", problems, _LABEL, "runner label")
+                  for k, (_, v) in fields.items()}
+        out["runners"] = tuple({**dict(Matrix.runners), **{k: v for k, v in labels.items() if v}
+                                }.items())
+    return out
+
+
+def _cells(entries: list[_Entry], bases: Mapping[str, Base | None], shared: Mapping[str, Any],
+           problems: _Problems, axes_node: yaml.Node) -> list[Cell]:
+    cells: list[Cell] = []
+    seen: dict[str, _Entry] = {}
+    for entry in entries:
+        cell = _cell(entry, bases, shared, problems)
+        if cell is None:
+            continue
+        if cell.id in seen:
+            problems.add(entry.nodes.get("base") or next(iter(entry.nodes.values())),
+                         "cells", f"duplicate cell id {cell.id!r} (also from line "
+                         f"{seen[cell.id].line})")
+            continue
+        seen[cell.id] = entry
+        cells.append(cell)
+    if not cells and not problems.items:
+        problems.add(axes_node, "axes", "the matrix has no cells after exclude and include")
+    return cells
+
+
+def _cell(entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, Any],
+          problems: _Problems) -> Cell | None:
+    base_name = entry.get("base")
+    if base_name is None:
+        problems.add(next(iter(entry.nodes.values())), f"cell at line {entry.line}",
+                     "no `base` (an include entry that adds a cell must name its base)")
+        return None
+    if base_name not in bases:
+        problems.add(entry.nodes["base"], entry.paths["base"], f"unknown base {base_name!r}"
+                     f"{_suggest(base_name, list(bases))}")
+        return None
+    base = bases[base_name]
+    pins = []
+    for key, _ in entry.values:
+        if key == "base":
+            continue
+        if not _DIST.match(key):
+            problems.add(entry.nodes[key], entry.paths[key], "not a distribution name")
+            continue
+        spec = _pin_specifier(entry.nodes[key], entry.paths[key], problems)
+        if spec is not None:
+            pins.append(Pin(name=key, specifier=spec))
+    if base is None:
+        return None
+    index: _IndexSpec = shared["index"]
+    return Cell(id=cell_id(base_name, pins), base=base, pins=tuple(pins), axes=entry.values,
+                requirements=shared["requirements"], indexes=index.for_cuda(base.cuda),
+                profiles=shared["profiles"], probes=shared["probes"], gpu=shared["gpu"],
+                app=shared["app"], line=entry.line)
+
+
+def select_cells(matrix: Matrix, patterns: Sequence[str]) -> tuple[Cell, ...]:
+    """The cells whose id equals or matches (glob) one of `patterns`; all when none given."""
+    if not patterns:
+        return matrix.cells
+    chosen = [c for c in matrix.cells if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(c.id, p) for c in matrix.cells)]
+    if unmatched:
+        ids = [c.id for c in matrix.cells]
+        raise InputError(f"--cell {unmatched[0]!r} matches no cell of {matrix.path}"
+                         f"{_suggest(unmatched[0], ids)}", hint="`builder matrix` lists the cell ids")
+    return tuple(chosen)

@@ -1,0 +1,157 @@
+"""Render each cell's multi-stage Dockerfile and its build context from `images/Dockerfile.j2`.
+
+The context directory holds: Dockerfile, requirements/<layer>.txt (the cell's lock, split so
+that torch and its CUDA libraries get a layer of their own), wheelhouse/ (hard links to the
+wheels the lock pins from the matrix's wheelhouses) and app/ (the model code, if any).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from builder import __version__
+from builder.lock import Locked, lock_path, parse_lock, read_lock
+from builder.log import Log
+from builder.matrix import Cell, Matrix
+from builder.resources import data_dir
+
+# Heavy, slow-changing distributions: installed in their own layer, ahead of the rest.
+HEAVY = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$")
+LABEL_PREFIX = "io.github.builder"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerfileContext:
+    """Everything the template reads; one per cell."""
+
+    builder_version: str
+    cell_id: str
+    base_image: str
+    python: str
+    apt: tuple[str, ...]
+    index_url: str | None
+    extra_index_urls: tuple[str, ...]
+    layers: tuple[str, ...]
+    app: bool
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered build context."""
+
+    cell_id: str
+    directory: Path
+    lock_sha256: str | None
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.directory / "Dockerfile"
+
+
+def split_layers(locked: list[Locked]) -> dict[str, list[Locked]]:
+    """{"heavy": torch & co, "rest": everything else}, empty layers dropped, lock order kept."""
+    layers: dict[str, list[Locked]] = {"heavy": [], "rest": []}
+    for package in locked:
+        layers["heavy" if HEAVY.match(package.name) else "rest"].append(package)
+    return {name: items for name, items in layers.items() if items}
+
+
+def labels(cell: Cell, lock_sha256: str | None) -> tuple[tuple[str, str], ...]:
+    return (
+        ("org.opencontainers.image.title", f"builder cell {cell.id}"),
+        ("org.opencontainers.image.base.name", cell.base.image),
+        (f"{LABEL_PREFIX}.cell", cell.id),
+        (f"{LABEL_PREFIX}.lock-sha256", lock_sha256 or "none"),
+        (f"{LABEL_PREFIX}.version", __version__),
+    )
+
+
+def context_for(cell: Cell, layers: tuple[str, ...], lock_sha256: str | None) -> DockerfileContext:
+    return DockerfileContext(
+        builder_version=__version__,
+        cell_id=cell.id,
+        base_image=cell.base.image,
+        python=cell.base.python,
+        apt=cell.base.apt,
+        index_url=cell.indexes.index_url,
+        extra_index_urls=cell.indexes.extra_index_urls,
+        layers=layers,
+        app=cell.app is not None,
+        labels=labels(cell, lock_sha256),
+    )
+
+
+def render_dockerfile(context: DockerfileContext) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(data_dir("images")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    text = env.get_template("Dockerfile.j2").render(**vars(context))
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
+    """Write `output/<cell-id>/` atomically (a temp dir renamed into place)."""
+    lock = read_lock(lock_path(matrix, cell))
+    if lock is None:
+        log.warn(f"{cell.id}: no lock at {lock_path(matrix, cell)}; run `builder lock` "
+                 "before building (the Dockerfile assumes both layers)")
+    layers = split_layers(parse_lock(lock.text)) if lock else {"heavy": [], "rest": []}
+    context = context_for(cell, tuple(layers), lock.sha256 if lock else None)
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cell.id}.", dir=output))
+    try:
+        _write_context(staging, cell, context, layers, lock.header if lock else "")
+        target = output / cell.id
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Rendered(cell.id, output / cell.id, lock.sha256 if lock else None)
+
+
+def _write_context(root: Path, cell: Cell, context: DockerfileContext,
+                   layers: dict[str, list[Locked]], header: str) -> None:
+    (root / "Dockerfile").write_text(render_dockerfile(context), encoding="utf-8")
+    requirements = root / "requirements"
+    requirements.mkdir()
+    for name, packages in layers.items():
+        body = "".join(p.block for p in packages)
+        (requirements / f"{name}.txt").write_text(header + body, encoding="utf-8")
+    pinned = {(p.name, p.version) for items in layers.values() for p in items}
+    _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse")
+    if cell.app is not None:
+        shutil.copytree(cell.app.path, root / "app",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+
+
+def _link_wheels(wheelhouses: tuple[Path, ...], pinned: set[tuple[str, str]], target: Path) -> None:
+    """Hard-link (or copy) the wheelhouse files the lock pins; pip picks them by hash."""
+    target.mkdir()
+    for wheelhouse in wheelhouses:
+        for wheel in sorted(wheelhouse.glob("*.whl")):
+            try:
+                name, version, _, _ = parse_wheel_filename(wheel.name)
+            except InvalidWheelFilename:
+                continue
+            if (canonicalize_name(name), str(version)) not in pinned or (target / wheel.name).exists():
+                continue
+            try:
+                os.link(wheel, target / wheel.name)
+            except OSError:
+                shutil.copy2(wheel, target / wheel.name)

@@ -76,21 +76,36 @@ def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
     return Path(value) if value and os.path.isfile(value) else None
 
 
-def build_cell(matrix: Matrix, cell: Cell, engine: Engine, environ: Mapping[str, str],
-               output: Path, log: Log, *, push: bool = False,
-               registry: str | None = None) -> BuildRecord:
+def build_cell(
+    matrix: Matrix,
+    cell: Cell,
+    engine: Engine,
+    environ: Mapping[str, str],
+    output: Path,
+    log: Log,
+    *,
+    push: bool = False,
+    registry: str | None = None,
+) -> BuildRecord:
     """Render and build one cell; every failure becomes a record, never an exception."""
     tag = image_tag(cell, registry or matrix.registry)
     rendered = render_cell(matrix, cell, output, log)
     log_path = output / f"{cell.id}.build.log"
     with build_secrets(cell, environ) as secrets:
         outcome = engine.build(rendered.directory, tag, secrets, log_path)
-    record = BuildRecord(cell_id=cell.id, tag=tag, ok=outcome.ok, seconds=round(outcome.seconds, 2),
-                         image_id=outcome.image_id, log=str(log_path),
-                         log_tail="" if outcome.ok else outcome.log_tail,
-                         cached_steps=outcome.cached_steps, total_steps=outcome.total_steps,
-                         lock_sha256=rendered.lock_sha256,
-                         error=None if outcome.ok else "docker build failed")
+    record = BuildRecord(
+        cell_id=cell.id,
+        tag=tag,
+        ok=outcome.ok,
+        seconds=round(outcome.seconds, 2),
+        image_id=outcome.image_id,
+        log=str(log_path),
+        log_tail="" if outcome.ok else outcome.log_tail,
+        cached_steps=outcome.cached_steps,
+        total_steps=outcome.total_steps,
+        lock_sha256=rendered.lock_sha256,
+        error=None if outcome.ok else "docker build failed",
+    )
     if not outcome.ok:
         return record
     size = int(engine.inspect(tag).get("Size") or 0)
@@ -99,21 +114,30 @@ def build_cell(matrix: Matrix, cell: Cell, engine: Engine, environ: Mapping[str,
         try:
             digest = engine.push(tag, log_path)
         except RuntimeError as exc:
-            return BuildRecord(**{**record.to_json(), "ok": False, "size": size,
-                                  "error": str(exc)})
+            return BuildRecord(**{**record.to_json(), "ok": False, "size": size, "error": str(exc)})
     return BuildRecord(**{**record.to_json(), "size": size, "digest": digest})
 
 
-def build_cells(matrix: Matrix, cells: Sequence[Cell], engine: Engine, environ: Mapping[str, str],
-                output: Path, log: Log, *, jobs: int = 1, push: bool = False,
-                registry: str | None = None) -> list[BuildRecord]:
+def build_cells(
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    engine: Engine,
+    environ: Mapping[str, str],
+    output: Path,
+    log: Log,
+    *,
+    jobs: int = 1,
+    push: bool = False,
+    registry: str | None = None,
+) -> list[BuildRecord]:
     """Build cells, `jobs` at a time, after refusing any missing or stale lock."""
     require_fresh(matrix, cells)
 
     def one(cell: Cell) -> BuildRecord:
         log.info(f"build {cell.id}")
-        record = build_cell(matrix, cell, engine, environ, output, log, push=push,
-                            registry=registry)
+        record = build_cell(
+            matrix, cell, engine, environ, output, log, push=push, registry=registry
+        )
         log.info(f"{'ok  ' if record.ok else 'FAIL'} {cell.id} ({record.seconds:.0f}s)")
         return record
 

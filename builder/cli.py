@@ -181,6 +181,49 @@ def schema() -> int:
     return errors.OK
 
 
+@cli.command("scan", epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--entry", "entries", multiple=True, type=click.Path(path_type=Path),
+              metavar="FILE", help="Entry file (repeatable). Default: every .py at the top of PATH.")
+@click.option("-r", "--requirements", multiple=True, type=click.Path(path_type=Path),
+              metavar="FILE", help="A requirements file to compare with (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--python", metavar="X.Y", help="Target Python. Default: the running one.")
+@click.option("--profile-draft", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="FILE", help="Also write a draft model profile (YAML) here.")
+def scan_cmd(path: Path, entries: tuple[Path, ...], requirements: tuple[Path, ...], fmt: str,
+             python: str | None, profile_draft: Path | None) -> int:
+    """Follow PATH's imports statically and check them against its requirements.
+
+    Exits 1 when a local module is missing or a module-level import is not declared.
+    """
+    from builder.scan import ScanOptions, run_scan
+
+    options = ScanOptions(path=path, entries=entries, requirements=requirements, python=python)
+    output, code = run_scan(options, fmt, profile_draft)
+    click.echo(output)
+    return code
+
+
+@cli.command("inspect", epilog=EXIT_CODES)
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--gpu-memory-gb", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="GPU memory (GiB) to compare the bf16 weights with.")
+def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
+    """Inspect a model directory: layout, pipeline class, profile, weights, memory.
+
+    Exits 1 when files are missing or the weights do not fit the given GPU memory.
+    """
+    from builder.inspect import run_inspect
+
+    output, code = run_inspect(model_dir, fmt, gpu_memory_gb)
+    click.echo(output)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with the documented code."""
     args = list(sys.argv[1:] if argv is None else argv)

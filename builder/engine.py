@@ -7,6 +7,7 @@ through the Docker SDK and are always removed, also on error and Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -52,12 +53,26 @@ class Mount:
 class Engine(Protocol):
     name: str
 
-    def build(self, context: Path, tag: str, secrets: Mapping[str, Path], log_path: Path,
-              ) -> BuildOutcome: ...
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        secrets: Mapping[str, Path],
+        log_path: Path,
+    ) -> BuildOutcome: ...
 
-    def run(self, image: str, argv: Sequence[str], *, mounts: Sequence[Mount] = (),
-            memory: str | None = None, timeout: float = 600, network: bool = False,
-            gpu: bool = False, environment: Mapping[str, str] | None = None) -> RunOutcome: ...
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        memory: str | None = None,
+        timeout: float = 600,
+        network: bool = False,
+        gpu: bool = False,
+        environment: Mapping[str, str] | None = None,
+    ) -> RunOutcome: ...
 
     def inspect(self, image: str) -> dict[str, Any]: ...
 
@@ -69,7 +84,7 @@ class Engine(Protocol):
 def _clients(environ: Mapping[str, str]) -> list[str]:
     """Every `docker` binary on PATH, in PATH order, then Debian's /usr/bin/docker."""
     seen: list[str] = []
-    for folder in environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
+    for folder in [*environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
         candidate = os.path.join(folder, "docker")
         real = os.path.realpath(candidate)
         if os.access(candidate, os.X_OK) and real not in {os.path.realpath(s) for s in seen}:
@@ -79,8 +94,9 @@ def _clients(environ: Mapping[str, str]) -> list[str]:
 
 def _probe(argv: list[str], env: Mapping[str, str]) -> str | None:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=dict(env),
-                              check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=dict(env), check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -100,7 +116,8 @@ def find_build_client(environ: Mapping[str, str]) -> tuple[str, bool]:
     raise EngineUnavailable(
         "no Docker client with BuildKit: none has the buildx plugin, and none is a 20.x/22.x "
         "client with BuildKit built in",
-        hint="install docker-buildx (or Debian's docker.io) and start the engine")
+        hint="install docker-buildx (or Debian's docker.io) and start the engine",
+    )
 
 
 class DockerEngine:
@@ -119,14 +136,20 @@ class DockerEngine:
         except Exception as exc:
             raise EngineUnavailable(
                 f"cannot reach the Docker engine: {exc}",
-                hint="start it (dockerd, Docker Desktop) or set DOCKER_HOST") from None
+                hint="start it (dockerd, Docker Desktop) or set DOCKER_HOST",
+            ) from None
         self._build_client: tuple[str, bool] | None = None
 
     def version(self) -> str:
         return str(self.client.version().get("Version", "unknown"))
 
-    def build(self, context: Path, tag: str, secrets: Mapping[str, Path], log_path: Path,
-              ) -> BuildOutcome:
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        secrets: Mapping[str, Path],
+        log_path: Path,
+    ) -> BuildOutcome:
         if self._build_client is None:
             self._build_client = find_build_client(self.environ)
         client, buildx = self._build_client
@@ -141,26 +164,43 @@ class DockerEngine:
         code = _run_logged(argv, env, log_path)
         seconds = time.monotonic() - start
         text = log_path.read_text(errors="replace")
-        steps = set(re.findall(r"^#(\d+) \[", text, re.M))
+        steps = set(re.findall(r"^#(\d+) \[[^\]]+\] (?:RUN|COPY)", text, re.M))
         cached = set(re.findall(r"^#(\d+) CACHED", text, re.M))
         image_id = self.inspect(tag)["Id"] if code == 0 else None
         tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
         return BuildOutcome(code == 0, image_id, seconds, tail, len(cached & steps), len(steps))
 
-    def run(self, image: str, argv: Sequence[str], *, mounts: Sequence[Mount] = (),
-            memory: str | None = None, timeout: float = 600, network: bool = False,
-            gpu: bool = False, environment: Mapping[str, str] | None = None) -> RunOutcome:
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        memory: str | None = None,
+        timeout: float = 600,
+        network: bool = False,
+        gpu: bool = False,
+        environment: Mapping[str, str] | None = None,
+    ) -> RunOutcome:
         import docker
 
         requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else []
-        volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                   for m in mounts}
+        volumes = {
+            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts
+        }
         start = time.monotonic()
         container = self.client.containers.create(
-            image, list(argv), detach=True, volumes=volumes, mem_limit=memory,
-            memswap_limit=memory, network_mode=None if network else "none",
-            device_requests=requests, environment=dict(environment or {}),
-            labels={"io.github.builder.probe": "1"})
+            image,
+            list(argv),
+            detach=True,
+            volumes=volumes,
+            mem_limit=memory,
+            memswap_limit=memory,
+            network_mode=None if network else "none",
+            device_requests=requests,
+            environment=dict(environment or {}),
+            labels={"io.github.builder.probe": "1"},
+        )
         try:
             container.start()
             timed_out = False
@@ -173,8 +213,14 @@ class DockerEngine:
             state = self.client.api.inspect_container(container.id)["State"]
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
             stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
-            return RunOutcome(code, stdout, stderr, time.monotonic() - start,
-                              bool(state.get("OOMKilled")), timed_out)
+            return RunOutcome(
+                code,
+                stdout,
+                stderr,
+                time.monotonic() - start,
+                bool(state.get("OOMKilled")),
+                timed_out,
+            )
         finally:
             container.remove(force=True)
 
@@ -196,14 +242,13 @@ class DockerEngine:
     def remove_image(self, image: str) -> None:
         import docker
 
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.remove(image, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
 
-def _run_logged(argv: list[str], env: Mapping[str, str], log_path: Path,
-                append: bool = False) -> int:
+def _run_logged(
+    argv: list[str], env: Mapping[str, str], log_path: Path, append: bool = False
+) -> int:
     """Run a command with its output going to a log file; Ctrl-C stops it before re-raising."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a" if append else "w") as handle:

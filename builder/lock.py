@@ -80,8 +80,11 @@ class LockDiff:
         }
 
     def lines(self) -> list[str]:
-        return ([f"+ {n}=={v}" for n, v in self.added] + [f"- {n}=={v}" for n, v in self.removed]
-                + [f"~ {n} {o} -> {v}" for n, o, v in self.changed])
+        return (
+            [f"+ {n}=={v}" for n, v in self.added]
+            + [f"- {n}=={v}" for n, v in self.removed]
+            + [f"~ {n} {o} -> {v}" for n, o, v in self.changed]
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,14 @@ class LockResult:
     changed: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.cell_id, "path": str(self.path), "ok": self.ok,
-                "changed": self.changed, "error": self.error, "diff": self.diff.to_json()}
+        return {
+            "id": self.cell_id,
+            "path": str(self.path),
+            "ok": self.ok,
+            "changed": self.changed,
+            "error": self.error,
+            "diff": self.diff.to_json(),
+        }
 
     def summary(self) -> str:
         if not self.ok:
@@ -201,8 +210,10 @@ def require_fresh(matrix: Matrix, cells: Sequence[Cell]) -> None:
     problems = [(c, r) for c in cells if (r := stale_reason(matrix, c))]
     if problems:
         lines = "\n".join(f"  {cell.id}: {reason}" for cell, reason in problems)
-        raise InputError(f"{len(problems)} cell(s) need a fresh lock:\n{lines}",
-                         hint=f"run `builder lock -m {matrix.path}` (or pass --lock)")
+        raise InputError(
+            f"{len(problems)} cell(s) need a fresh lock:\n{lines}",
+            hint=f"run `builder lock -m {matrix.path}` (or pass --lock)",
+        )
 
 
 def diff_locks(old: str | None, new: str) -> LockDiff:
@@ -211,8 +222,11 @@ def diff_locks(old: str | None, new: str) -> LockDiff:
     return LockDiff(
         added=tuple((n, after[n]) for n in sorted(after.keys() - before.keys())),
         removed=tuple((n, before[n]) for n in sorted(before.keys() - after.keys())),
-        changed=tuple((n, before[n], after[n]) for n in sorted(after.keys() & before.keys())
-                      if before[n] != after[n]),
+        changed=tuple(
+            (n, before[n], after[n])
+            for n in sorted(after.keys() & before.keys())
+            if before[n] != after[n]
+        ),
     )
 
 
@@ -239,10 +253,26 @@ class Resolution:
     error: str | None = None
 
 
-def uv_command(cell: Cell, *, hashes: bool, upgrade: bool = False,
-               upgrade_packages: Sequence[str] = (), output: str | None = None) -> list[str]:
-    argv = [_uv(), "pip", "compile", "requirements.in", "--quiet", "--no-header",
-            "--python-version", cell.base.python, "--python-platform", python_platform(cell)]
+def uv_command(
+    cell: Cell,
+    *,
+    hashes: bool,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+    output: str | None = None,
+) -> list[str]:
+    argv = [
+        _uv(),
+        "pip",
+        "compile",
+        "requirements.in",
+        "--quiet",
+        "--no-header",
+        "--python-version",
+        cell.base.python,
+        "--python-platform",
+        python_platform(cell),
+    ]
     if hashes:
         argv.append("--generate-hashes")
     if cell.indexes.index_url:
@@ -269,9 +299,15 @@ def _uv() -> str:
     return str(find_uv_bin())
 
 
-def resolve_uv(cell: Cell, environ: dict[str, str], *, hashes: bool = True,
-               previous: str | None = None, upgrade: bool = False,
-               upgrade_packages: Sequence[str] = ()) -> Resolution:
+def resolve_uv(
+    cell: Cell,
+    environ: dict[str, str],
+    *,
+    hashes: bool = True,
+    previous: str | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+) -> Resolution:
     """Resolve a cell for its own Python and platform; `previous` pins are kept where possible."""
     with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
         work = Path(tmp)
@@ -280,8 +316,9 @@ def resolve_uv(cell: Cell, environ: dict[str, str], *, hashes: bool = True,
         if previous is not None:
             output = "previous.txt"
             (work / output).write_text(previous)
-        argv = uv_command(cell, hashes=hashes, upgrade=upgrade,
-                          upgrade_packages=upgrade_packages, output=output)
+        argv = uv_command(
+            cell, hashes=hashes, upgrade=upgrade, upgrade_packages=upgrade_packages, output=output
+        )
         env = _uv_env(cell, environ)
         done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -302,15 +339,28 @@ def explain_failure(stderr: str) -> str:
     """uv's explanation cut to what matters: the chain of conflicting requirements."""
     lines = [re.sub(r"^[\s×╰─▶│]+", "", line).rstrip() for line in stderr.splitlines()]
     lines = [line for line in lines if line and not line.startswith(("hint:", "warning:"))]
-    keep = [line for line in lines if re.match(
-        r"(Because|And because|we can conclude|.*cannot be used|.*unsatisfiable|.*depends on"
-        r"|.*no version|.*not found|.*requirements are unsatisfiable|error:|.*Failed)", line,
-        re.IGNORECASE)]
+    keep = [
+        line
+        for line in lines
+        if re.match(
+            r"(Because|And because|we can conclude|.*cannot be used|.*unsatisfiable|.*depends on"
+            r"|.*no version|.*not found|.*requirements are unsatisfiable|error:|.*Failed)",
+            line,
+            re.IGNORECASE,
+        )
+    ]
     return "\n".join((keep or lines)[:12])
 
 
-def lock_cell(matrix: Matrix, cell: Cell, environ: dict[str, str], *, upgrade: bool = False,
-              upgrade_packages: Sequence[str] = (), resolver: str = "uv") -> LockResult:
+def lock_cell(
+    matrix: Matrix,
+    cell: Cell,
+    environ: dict[str, str],
+    *,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+    resolver: str = "uv",
+) -> LockResult:
     """Lock one cell: resolve, prepend the header, write atomically, diff against the old."""
     path = lock_path(matrix, cell)
     old = read_lock(path)
@@ -318,19 +368,24 @@ def lock_cell(matrix: Matrix, cell: Cell, environ: dict[str, str], *, upgrade: b
     if resolver == "pip-tools":
         from builder.piptools import resolve_pip_tools
 
-        result = resolve_pip_tools(matrix, cell, environ, previous=previous,
-                                   upgrade_packages=upgrade_packages)
+        result = resolve_pip_tools(
+            matrix, cell, environ, previous=previous, upgrade_packages=upgrade_packages
+        )
     else:
-        result = resolve_uv(cell, environ, previous=previous, upgrade=upgrade,
-                            upgrade_packages=upgrade_packages)
+        result = resolve_uv(
+            cell, environ, previous=previous, upgrade=upgrade, upgrade_packages=upgrade_packages
+        )
     if not result.ok:
         return LockResult(cell.id, path, ok=False, error=result.error)
-    text = header(matrix.path, cell, inputs_digest(cell, resolver), resolver) + normalize(result.body)
+    text = header(matrix.path, cell, inputs_digest(cell, resolver), resolver) + normalize(
+        result.body
+    )
     changed = old is None or old.text != text
     if changed:
         write_atomic(path, text)
-    return LockResult(cell.id, path, ok=True, diff=diff_locks(old.text if old else None, text),
-                      changed=changed)
+    return LockResult(
+        cell.id, path, ok=True, diff=diff_locks(old.text if old else None, text), changed=changed
+    )
 
 
 def normalize(body: str) -> str:
@@ -341,13 +396,28 @@ def normalize(body: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def lock_cells(matrix: Matrix, cells: Sequence[Cell], environ: dict[str, str], log: Log, *,
-               upgrade: bool = False, upgrade_packages: Sequence[str] = (),
-               resolver: str = "uv") -> list[LockResult]:
+def lock_cells(
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    environ: dict[str, str],
+    log: Log,
+    *,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+    resolver: str = "uv",
+) -> list[LockResult]:
     """Lock each cell; a cell that cannot be resolved never stops the others."""
     results = []
     for cell in cells:
         with log.step(f"lock {cell.id}"):
-            results.append(lock_cell(matrix, cell, environ, upgrade=upgrade,
-                                     upgrade_packages=upgrade_packages, resolver=resolver))
+            results.append(
+                lock_cell(
+                    matrix,
+                    cell,
+                    environ,
+                    upgrade=upgrade,
+                    upgrade_packages=upgrade_packages,
+                    resolver=resolver,
+                )
+            )
     return results

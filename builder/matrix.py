@@ -28,14 +28,48 @@ GPU_MODES = ("required", "optional", "none")
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/ppc64le", "linux/s390x")
 # Distributions users pin most; an axis name close to one of these but not equal is a typo.
 WELL_KNOWN = (
-    "torch", "torchvision", "torchaudio", "transformers", "diffusers", "numpy", "tokenizers",
-    "accelerate", "peft", "xformers", "flash-attn", "decord", "opencv-python", "safetensors",
-    "huggingface-hub", "sentencepiece", "librosa", "soundfile", "imageio", "imageio-ffmpeg",
-    "xfuser", "optimum-quanto", "gradio", "triton", "onnxruntime", "einops",
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "transformers",
+    "diffusers",
+    "numpy",
+    "tokenizers",
+    "accelerate",
+    "peft",
+    "xformers",
+    "flash-attn",
+    "decord",
+    "opencv-python",
+    "safetensors",
+    "huggingface-hub",
+    "sentencepiece",
+    "librosa",
+    "soundfile",
+    "imageio",
+    "imageio-ffmpeg",
+    "xfuser",
+    "optimum-quanto",
+    "gradio",
+    "triton",
+    "onnxruntime",
+    "einops",
 )
 TOP_KEYS = (
-    "version", "bases", "axes", "exclude", "include", "requirements", "indexes", "profiles",
-    "profile_paths", "probes", "gpu", "app", "registry", "runners",
+    "version",
+    "bases",
+    "axes",
+    "exclude",
+    "include",
+    "requirements",
+    "indexes",
+    "profiles",
+    "profile_paths",
+    "probes",
+    "gpu",
+    "app",
+    "registry",
+    "runners",
 )
 BASE_KEYS = ("image", "python", "cuda", "platform", "apt", "preinstalled")
 INDEX_KEYS = ("index_url", "extra_index_urls", "wheelhouse", "ca_bundle")
@@ -56,8 +90,16 @@ _MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$")
 _PROFILE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
 _ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
-_SPEC_WORDS = (("===", "eq"), ("==", "eq"), ("~=", "compat"), (">=", "ge"), ("<=", "le"),
-               ("!=", "ne"), (">", "gt"), ("<", "lt"))
+_SPEC_WORDS = (
+    ("===", "eq"),
+    ("==", "eq"),
+    ("~=", "compat"),
+    (">=", "ge"),
+    ("<=", "le"),
+    ("!=", "ne"),
+    (">", "gt"),
+    ("<", "lt"),
+)
 
 
 # ---------------------------------------------------------------- the data
@@ -176,8 +218,11 @@ class _Problems:
 
     def add(self, node: yaml.Node, where: str, message: str) -> None:
         mark = node.start_mark
-        item = (mark.line + 1, mark.column + 1,
-                located(self.path, mark.line + 1, mark.column + 1, where, message))
+        item = (
+            mark.line + 1,
+            mark.column + 1,
+            located(self.path, mark.line + 1, mark.column + 1, where, message),
+        )
         if item not in self.items:
             self.items.append(item)
 
@@ -198,8 +243,9 @@ def _join(where: str, key: str | int) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _mapping(node: yaml.Node, where: str, problems: _Problems,
-             allowed: Sequence[str] | None = None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+def _mapping(
+    node: yaml.Node, where: str, problems: _Problems, allowed: Sequence[str] | None = None
+) -> dict[str, tuple[yaml.Node, yaml.Node]]:
     """A mapping node as {key: (key node, value node)}, reporting duplicates and unknown keys."""
     if not isinstance(node, yaml.MappingNode):
         problems.add(node, where or "(document)", f"expected a mapping, got {_kind(node)}")
@@ -237,16 +283,25 @@ def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
 
 
-def _scalar(node: yaml.Node, where: str, problems: _Problems,
-            pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+def _scalar(
+    node: yaml.Node,
+    where: str,
+    problems: _Problems,
+    pattern: re.Pattern[str] | None = None,
+    what: str = "",
+) -> str | None:
     """A scalar's source text (so 3.10 stays "3.10"), checked for unsafe characters."""
     if not isinstance(node, yaml.ScalarNode) or _is_null(node) or node.tag.endswith(":bool"):
         problems.add(node, where, f"expected a string, got {_kind(node)}")
         return None
     text = str(node.value)
     if _UNSAFE.search(text):
-        problems.add(node, where, f"unsafe value {text!r}: newlines, backticks, $( ${{ and "
-                     "Jinja delimiters are not allowed")
+        problems.add(
+            node,
+            where,
+            f"unsafe value {text!r}: newlines, backticks, $( ${{ and "
+            "Jinja delimiters are not allowed",
+        )
         return None
     if pattern is not None and not pattern.match(text):
         problems.add(node, where, f"invalid {what or 'value'} {text!r}")
@@ -261,10 +316,17 @@ def _sequence(node: yaml.Node, where: str, problems: _Problems) -> list[yaml.Nod
     return list(node.value)
 
 
-def _strings(node: yaml.Node, where: str, problems: _Problems,
-             pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
-    items = (_scalar(n, _join(where, i), problems, pattern, what)
-             for i, n in enumerate(_sequence(node, where, problems)))
+def _strings(
+    node: yaml.Node,
+    where: str,
+    problems: _Problems,
+    pattern: re.Pattern[str] | None = None,
+    what: str = "",
+) -> tuple[str, ...]:
+    items = (
+        _scalar(n, _join(where, i), problems, pattern, what)
+        for i, n in enumerate(_sequence(node, where, problems))
+    )
     return tuple(s for s in items if s is not None)
 
 
@@ -288,7 +350,7 @@ def _pin_specifier(node: yaml.Node, where: str, problems: _Problems) -> str | No
     text = _scalar(node, where, problems)
     if text is None:
         return None
-    if ";" in text or text.strip() != text or text == "":
+    if ";" in text or text.strip() != text or not all(p.strip() for p in text.split(",")):
         problems.add(node, where, f"invalid version or specifier {text!r}")
         return None
     try:
@@ -297,8 +359,12 @@ def _pin_specifier(node: yaml.Node, where: str, problems: _Problems) -> str | No
         SpecifierSet(text)
         return text.replace(" ", "")
     except (InvalidVersion, InvalidSpecifier):
-        problems.add(node, where, f"invalid version or specifier {text!r} "
-                     "(use a version like 2.4.0 or a specifier like >=4.49,<4.52)")
+        problems.add(
+            node,
+            where,
+            f"invalid version or specifier {text!r} "
+            "(use a version like 2.4.0 or a specifier like >=4.49,<4.52)",
+        )
         return None
 
 
@@ -325,30 +391,61 @@ def _base(name: str, node: yaml.Node, where: str, problems: _Problems) -> Base |
             problems.add(node, _join(where, required), "missing required key")
     image = python = None
     if "image" in fields:
-        image = _scalar(fields["image"][1], _join(where, "image"), problems, _IMAGE,
-                        "image reference (no whitespace or shell characters)")
+        image = _scalar(
+            fields["image"][1],
+            _join(where, "image"),
+            problems,
+            _IMAGE,
+            "image reference (no whitespace or shell characters)",
+        )
     if "python" in fields:
-        python = _scalar(fields["python"][1], _join(where, "python"), problems, _PYTHON,
-                         "Python version (expected like \"3.10\"; quote it in YAML)")
+        python = _scalar(
+            fields["python"][1],
+            _join(where, "python"),
+            problems,
+            _PYTHON,
+            'Python version (expected like "3.10"; quote it in YAML)',
+        )
     cuda = None
     if "cuda" in fields and not _is_null(fields["cuda"][1]):
-        cuda = _scalar(fields["cuda"][1], _join(where, "cuda"), problems, _CUDA,
-                       "CUDA version (expected like \"12.1\", or null for CPU)")
+        cuda = _scalar(
+            fields["cuda"][1],
+            _join(where, "cuda"),
+            problems,
+            _CUDA,
+            'CUDA version (expected like "12.1", or null for CPU)',
+        )
     platform = "linux/amd64"
     if "platform" in fields:
         value = _scalar(fields["platform"][1], _join(where, "platform"), problems)
         if value is not None and value not in PLATFORMS:
-            problems.add(fields["platform"][1], _join(where, "platform"),
-                         f"unsupported platform {value!r}{_suggest(value, PLATFORMS)}")
+            problems.add(
+                fields["platform"][1],
+                _join(where, "platform"),
+                f"unsupported platform {value!r}{_suggest(value, PLATFORMS)}",
+            )
         platform = value or platform
-    apt = _strings(fields["apt"][1], _join(where, "apt"), problems, _APT,
-                   "Debian package name") if "apt" in fields else ()
-    pre = _preinstalled(fields["preinstalled"][1], _join(where, "preinstalled"),
-                        problems) if "preinstalled" in fields else ()
+    apt = (
+        _strings(fields["apt"][1], _join(where, "apt"), problems, _APT, "Debian package name")
+        if "apt" in fields
+        else ()
+    )
+    pre = (
+        _preinstalled(fields["preinstalled"][1], _join(where, "preinstalled"), problems)
+        if "preinstalled" in fields
+        else ()
+    )
     if image is None or python is None:
         return None
-    return Base(name=name, image=image, python=python, cuda=cuda, platform=platform,
-                apt=apt, preinstalled=pre)
+    return Base(
+        name=name,
+        image=image,
+        python=python,
+        cuda=cuda,
+        platform=platform,
+        apt=apt,
+        preinstalled=pre,
+    )
 
 
 def _bases(node: yaml.Node, problems: _Problems) -> dict[str, Base | None]:
@@ -359,8 +456,9 @@ def _bases(node: yaml.Node, problems: _Problems) -> dict[str, Base | None]:
         problems.add(node, "bases", "at least one base is required")
     for name, (key_node, value_node) in fields.items():
         if not _NAME.match(name):
-            problems.add(key_node, _join("bases", name),
-                         "base names use lowercase letters, digits and '-'")
+            problems.add(
+                key_node, _join("bases", name), "base names use lowercase letters, digits and '-'"
+            )
             continue
         out[name] = _base(name, value_node, _join("bases", name), problems)
     return out
@@ -379,8 +477,7 @@ class _Entry:
         return dict(self.values).get(key)
 
 
-def _axis_name(key_node: yaml.Node, where: str, problems: _Problems,
-               known: Sequence[str]) -> bool:
+def _axis_name(key_node: yaml.Node, where: str, problems: _Problems, known: Sequence[str]) -> bool:
     name = key_node.value
     if name == "base":
         return True
@@ -394,7 +491,9 @@ def _axis_name(key_node: yaml.Node, where: str, problems: _Problems,
     return True
 
 
-def _axes(node: yaml.Node, problems: _Problems, known: Sequence[str]) -> list[tuple[str, list[yaml.Node]]]:
+def _axes(
+    node: yaml.Node, problems: _Problems, known: Sequence[str]
+) -> list[tuple[str, list[yaml.Node]]]:
     out = []
     fields = _mapping(node, "axes", problems)
     if isinstance(node, yaml.MappingNode) and not node.value:
@@ -421,9 +520,14 @@ def _entries(node: yaml.Node, where: str, problems: _Problems) -> list[_Entry]:
             text = _scalar(value_node, _join(_join(where, i), key), problems)
             if text is not None:
                 values.append((key, text))
-        out.append(_Entry(tuple(values), {k: v for k, (_, v) in fields.items()},
-                          item.start_mark.line + 1,
-                          {k: _join(_join(where, i), k) for k in fields}))
+        out.append(
+            _Entry(
+                tuple(values),
+                {k: v for k, (_, v) in fields.items()},
+                item.start_mark.line + 1,
+                {k: _join(_join(where, i), k) for k in fields},
+            )
+        )
     return out
 
 
@@ -440,8 +544,14 @@ def _combine(axes: list[tuple[str, list[yaml.Node]]], problems: _Problems) -> li
     out = []
     for combo in itertools.product(*columns):
         line = min(n.start_mark.line for _, _, n, _ in combo) + 1 if combo else 1
-        out.append(_Entry(tuple((k, v) for k, v, _, _ in combo), {k: n for k, _, n, _ in combo},
-                          line, {k: p for k, _, _, p in combo}))
+        out.append(
+            _Entry(
+                tuple((k, v) for k, v, _, _ in combo),
+                {k: n for k, _, n, _ in combo},
+                line,
+                {k: p for k, _, _, p in combo},
+            )
+        )
     return out
 
 
@@ -449,8 +559,9 @@ def _matches(entry: _Entry, combo: Mapping[str, str]) -> bool:
     return all(combo.get(k) == v for k, v in entry.values)
 
 
-def expand(axis_names: Sequence[str], combos: list[_Entry], exclude: list[_Entry],
-           include: list[_Entry]) -> list[_Entry]:
+def expand(
+    axis_names: Sequence[str], combos: list[_Entry], exclude: list[_Entry], include: list[_Entry]
+) -> list[_Entry]:
     """GitHub Actions semantics: exclude first, then each include entry is merged into every
     combination whose original axis values it matches (it may overwrite values added by an
     earlier include, never original ones); an entry that matches none becomes a new cell."""
@@ -459,7 +570,7 @@ def expand(axis_names: Sequence[str], combos: list[_Entry], exclude: list[_Entry
     originals = [dict(c.values) for c in kept]
     for entry in include:
         hit = False
-        for (values, nodes, _, paths), original in zip(cells, originals):
+        for (values, nodes, _, paths), original in zip(cells, originals, strict=True):
             if all(original.get(k) == v for k, v in entry.values if k in axis_names):
                 values.update(entry.values)
                 nodes.update(entry.nodes)
@@ -475,8 +586,11 @@ def _check_excludes(exclude: list[_Entry], axis_names: Sequence[str], problems: 
     for i, entry in enumerate(exclude):
         for key, _ in entry.values:
             if key not in axis_names:
-                problems.add(entry.nodes[key], f"exclude[{i}].{key}",
-                             f"not an axis of this matrix{_suggest(key, axis_names)}")
+                problems.add(
+                    entry.nodes[key],
+                    f"exclude[{i}].{key}",
+                    f"not an axis of this matrix{_suggest(key, axis_names)}",
+                )
 
 
 def _spec_slug(specifier: str) -> str:
@@ -489,8 +603,11 @@ def cell_id(base: str, pins: Sequence[Pin]) -> str:
     """`<base>.<name>-<version>...`, readable, and safe as a file name and an image tag."""
     parts = [base]
     for pin in pins:
-        value = pin.specifier[2:] if pin.specifier.startswith("==") and "," not in pin.specifier \
+        value = (
+            pin.specifier[2:]
+            if pin.specifier.startswith("==") and "," not in pin.specifier
             else _spec_slug(pin.specifier)
+        )
         parts.append(f"{canonicalize_name(pin.name)}-{value}")
     return _ID_UNSAFE.sub("_", ".".join(parts).lower())[:120]
 
@@ -498,8 +615,11 @@ def cell_id(base: str, pins: Sequence[Pin]) -> str:
 # ---------------------------------------------------------------- shared sections
 
 
-def _index_urls(node: yaml.Node, where: str, problems: _Problems,
-                ) -> tuple[tuple[str, tuple[str | None, ...] | None], ...]:
+def _index_urls(
+    node: yaml.Node,
+    where: str,
+    problems: _Problems,
+) -> tuple[tuple[str, tuple[str | None, ...] | None], ...]:
     """extra_index_urls: a URL, or {url, cuda} where cuda is a version, a list, or null (CPU)."""
     out: list[tuple[str, tuple[str | None, ...] | None]] = []
     for i, item in enumerate(_sequence(node, where, problems)):
@@ -517,9 +637,11 @@ def _index_urls(node: yaml.Node, where: str, problems: _Problems,
         cudas: tuple[str | None, ...] = (None,)
         if "cuda" in fields and not _is_null(fields["cuda"][1]):
             cuda_node = fields["cuda"][1]
-            cudas = (_strings(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version")
-                     if isinstance(cuda_node, yaml.SequenceNode)
-                     else (_scalar(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version"),))
+            cudas = (
+                _strings(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version")
+                if isinstance(cuda_node, yaml.SequenceNode)
+                else (_scalar(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version"),)
+            )
         if url:
             out.append((url, cudas))
     return tuple(out)
@@ -535,9 +657,14 @@ class _IndexSpec:
     def for_cuda(self, cuda: str | None) -> Indexes:
         def fits(cudas: tuple[str | None, ...] | None) -> bool:
             return cudas is None or any(_same_cuda(c, cuda) for c in cudas)
+
         extra = tuple(url for url, cudas in self.extra if fits(cudas))
-        return Indexes(index_url=self.index_url, extra_index_urls=extra,
-                       wheelhouse=self.wheelhouse, ca_bundle=self.ca_bundle)
+        return Indexes(
+            index_url=self.index_url,
+            extra_index_urls=extra,
+            wheelhouse=self.wheelhouse,
+            ca_bundle=self.ca_bundle,
+        )
 
 
 def _same_cuda(a: str | None, b: str | None) -> bool:
@@ -546,8 +673,9 @@ def _same_cuda(a: str | None, b: str | None) -> bool:
     return a.split(".")[:2] == b.split(".")[:2]
 
 
-def _local_path(node: yaml.Node, where: str, problems: _Problems, root: Path,
-                want_dir: bool) -> Path | None:
+def _local_path(
+    node: yaml.Node, where: str, problems: _Problems, root: Path, want_dir: bool
+) -> Path | None:
     text = _scalar(node, where, problems)
     if text is None:
         return None
@@ -564,30 +692,39 @@ def _indexes(node: yaml.Node, problems: _Problems, root: Path) -> _IndexSpec:
     index_url = None
     if "index_url" in fields:
         index_url = _scalar(fields["index_url"][1], "indexes.index_url", problems, _URL, "URL")
-    extra = _index_urls(fields["extra_index_urls"][1], "indexes.extra_index_urls",
-                        problems) if "extra_index_urls" in fields else ()
+    extra = (
+        _index_urls(fields["extra_index_urls"][1], "indexes.extra_index_urls", problems)
+        if "extra_index_urls" in fields
+        else ()
+    )
     wheelhouse: list[Path] = []
     if "wheelhouse" in fields:
-        for i, item in enumerate(_sequence(fields["wheelhouse"][1], "indexes.wheelhouse",
-                                           problems)):
+        for i, item in enumerate(
+            _sequence(fields["wheelhouse"][1], "indexes.wheelhouse", problems)
+        ):
             path = _local_path(item, f"indexes.wheelhouse[{i}]", problems, root, want_dir=True)
             if path:
                 wheelhouse.append(path)
     ca = None
     if "ca_bundle" in fields and not _is_null(fields["ca_bundle"][1]):
-        ca = _local_path(fields["ca_bundle"][1], "indexes.ca_bundle", problems, root,
-                         want_dir=False)
+        ca = _local_path(
+            fields["ca_bundle"][1], "indexes.ca_bundle", problems, root, want_dir=False
+        )
     return _IndexSpec(index_url, extra, tuple(wheelhouse), ca)
 
 
-def _probes(node: yaml.Node, problems: _Problems,
-            ) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+def _probes(
+    node: yaml.Node,
+    problems: _Problems,
+) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
     """`probes`: a list of names, or a mapping of name to options (null for none)."""
     if isinstance(node, yaml.SequenceNode):
         names = _strings(node, "probes", problems)
         for i, name in enumerate(names):
             if name not in PROBES:
-                problems.add(node.value[i], f"probes[{i}]", f"unknown probe{_suggest(name, PROBES)}")
+                problems.add(
+                    node.value[i], f"probes[{i}]", f"unknown probe{_suggest(name, PROBES)}"
+                )
         return tuple((n, ()) for n in names if n in PROBES)
     out = []
     for name, (_, value) in _mapping(node, "probes", problems, PROBES).items():
@@ -637,8 +774,11 @@ def _app(node: yaml.Node, problems: _Problems, root: Path) -> App | None:
             problems.add(node, "app.path", "missing required key")
         return None
     path = _local_path(fields["path"][1], "app.path", problems, root, want_dir=True)
-    modules = _strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE,
-                       "module name") if "entry_modules" in fields else ()
+    modules = (
+        _strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE, "module name")
+        if "entry_modules" in fields
+        else ()
+    )
     return App(path=path, entry_modules=modules) if path else None
 
 
@@ -650,8 +790,10 @@ def load_matrix(path: Path) -> Matrix:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: matrix file not found",
-                         hint="pass -m FILE or run in a directory with matrix.yaml") from None
+        raise InputError(
+            f"{path}: matrix file not found",
+            hint="pass -m FILE or run in a directory with matrix.yaml",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read matrix file: {exc}") from None
     return parse_matrix(text, path)
@@ -664,12 +806,15 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InputError(located(path, line, col, "", f"YAML syntax error: {exc.problem}")) from None
+        raise InputError(
+            located(path, line, col, "", f"YAML syntax error: {exc.problem}")
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: YAML error: {exc}") from None
     if root_node is None:
-        raise InputError(f"{path}:1:1: empty matrix file",
-                         hint="start with `version: 1`, `bases:` and `axes:`")
+        raise InputError(
+            f"{path}:1:1: empty matrix file", hint="start with `version: 1`, `bases:` and `axes:`"
+        )
     problems = _Problems(path)
     matrix = _build(root_node, problems, path)
     problems.raise_if_any()
@@ -684,15 +829,23 @@ def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | No
             problems.add(root_node, required, "missing required key")
     if "version" in top:
         node = top["version"][1]
-        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int") and node.value == "1"):
-            problems.add(node, "version", f"unsupported version {node.value!r} (this builder reads 1)"
-                         if isinstance(node, yaml.ScalarNode) else "expected 1")
+        if not (
+            isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int") and node.value == "1"
+        ):
+            problems.add(
+                node,
+                "version",
+                f"unsupported version {node.value!r} (this builder reads 1)"
+                if isinstance(node, yaml.ScalarNode)
+                else "expected 1",
+            )
     if not {"bases", "axes"} <= top.keys():
         return None
     shared = _shared(top, problems, path.parent)
     bases = _bases(top["bases"][1], problems)
-    known = sorted({*WELL_KNOWN, *(canonicalize_name(Requirement(r).name)
-                                    for r in shared["requirements"])})
+    known = sorted(
+        {*WELL_KNOWN, *(canonicalize_name(Requirement(r).name) for r in shared["requirements"])}
+    )
     axes = _axes(top["axes"][1], problems, known)
     axis_names = [name for name, _ in axes]
     exclude = _entries(top["exclude"][1], "exclude", problems) if "exclude" in top else []
@@ -700,39 +853,59 @@ def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | No
     _check_excludes(exclude, axis_names, problems)
     entries = expand(axis_names, _combine(axes, problems), exclude, include)
     cells = _cells(entries, bases, shared, problems, top["axes"][1])
-    return Matrix(path=path, bases=tuple(b for b in bases.values() if b), cells=tuple(cells),
-                  registry=shared["registry"], runners=shared["runners"],
-                  profile_paths=shared["profile_paths"])
+    return Matrix(
+        path=path,
+        bases=tuple(b for b in bases.values() if b),
+        cells=tuple(cells),
+        registry=shared["registry"],
+        runners=shared["runners"],
+        profile_paths=shared["profile_paths"],
+    )
 
 
-def _shared(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems,
-            root: Path) -> dict[str, Any]:
+def _shared(
+    top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems, root: Path
+) -> dict[str, Any]:
     """The sections every cell shares, each with its default."""
+
     def node(key: str) -> yaml.Node | None:
         return top[key][1] if key in top else None
 
-    out: dict[str, Any] = {"requirements": (), "index": _IndexSpec(None, (), (), None),
-                           "profiles": (), "probes": tuple((p, ()) for p in PROBES),
-                           "gpu": "optional", "app": None, "registry": None,
-                           "runners": Matrix.runners, "profile_paths": ()}
+    out: dict[str, Any] = {
+        "requirements": (),
+        "index": _IndexSpec(None, (), (), None),
+        "profiles": (),
+        "probes": tuple((p, ()) for p in PROBES),
+        "gpu": "optional",
+        "app": None,
+        "registry": None,
+        "runners": Matrix.runners,
+        "profile_paths": (),
+    }
     if (n := node("requirements")) is not None:
-        items = (_requirement(x, f"requirements[{i}]", problems)
-                 for i, x in enumerate(_sequence(n, "requirements", problems)))
+        items = (
+            _requirement(x, f"requirements[{i}]", problems)
+            for i, x in enumerate(_sequence(n, "requirements", problems))
+        )
         out["requirements"] = tuple(r for r in items if r)
     if (n := node("indexes")) is not None:
         out["index"] = _indexes(n, problems, root)
     if (n := node("profiles")) is not None:
         out["profiles"] = _strings(n, "profiles", problems, _PROFILE, "profile name")
     if (n := node("profile_paths")) is not None:
-        paths = (_local_path(x, f"profile_paths[{i}]", problems, root, want_dir=True)
-                 for i, x in enumerate(_sequence(n, "profile_paths", problems)))
+        paths = (
+            _local_path(x, f"profile_paths[{i}]", problems, root, want_dir=True)
+            for i, x in enumerate(_sequence(n, "profile_paths", problems))
+        )
         out["profile_paths"] = tuple(p for p in paths if p)
     if (n := node("probes")) is not None:
         out["probes"] = _probes(n, problems)
     if (n := node("gpu")) is not None:
         gpu = _scalar(n, "gpu", problems)
         if gpu is not None and gpu not in GPU_MODES:
-            problems.add(n, "gpu", f"expected one of {', '.join(GPU_MODES)}{_suggest(gpu, GPU_MODES)}")
+            problems.add(
+                n, "gpu", f"expected one of {', '.join(GPU_MODES)}{_suggest(gpu, GPU_MODES)}"
+            )
         out["gpu"] = gpu if gpu in GPU_MODES else "optional"
     if (n := node("app")) is not None:
         out["app"] = _app(n, problems, root)
@@ -740,15 +913,23 @@ def _shared(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems,
         out["registry"] = _scalar(n, "registry", problems, _IMAGE, "registry")
     if (n := node("runners")) is not None:
         fields = _mapping(n, "runners", problems, RUNNER_KEYS)
-        labels = {k: _scalar(v, f"runners.{k}", problems, _LABEL, "runner label")
-                  for k, (_, v) in fields.items()}
-        out["runners"] = tuple({**dict(Matrix.runners), **{k: v for k, v in labels.items() if v}
-                                }.items())
+        labels = {
+            k: _scalar(v, f"runners.{k}", problems, _LABEL, "runner label")
+            for k, (_, v) in fields.items()
+        }
+        out["runners"] = tuple(
+            {**dict(Matrix.runners), **{k: v for k, v in labels.items() if v}}.items()
+        )
     return out
 
 
-def _cells(entries: list[_Entry], bases: Mapping[str, Base | None], shared: Mapping[str, Any],
-           problems: _Problems, axes_node: yaml.Node) -> list[Cell]:
+def _cells(
+    entries: list[_Entry],
+    bases: Mapping[str, Base | None],
+    shared: Mapping[str, Any],
+    problems: _Problems,
+    axes_node: yaml.Node,
+) -> list[Cell]:
     cells: list[Cell] = []
     seen: dict[str, _Entry] = {}
     for entry in entries:
@@ -756,9 +937,11 @@ def _cells(entries: list[_Entry], bases: Mapping[str, Base | None], shared: Mapp
         if cell is None:
             continue
         if cell.id in seen:
-            problems.add(entry.nodes.get("base") or next(iter(entry.nodes.values())),
-                         "cells", f"duplicate cell id {cell.id!r} (also from line "
-                         f"{seen[cell.id].line})")
+            problems.add(
+                entry.nodes.get("base") or next(iter(entry.nodes.values())),
+                "cells",
+                f"duplicate cell id {cell.id!r} (also from line {seen[cell.id].line})",
+            )
             continue
         seen[cell.id] = entry
         cells.append(cell)
@@ -767,16 +950,25 @@ def _cells(entries: list[_Entry], bases: Mapping[str, Base | None], shared: Mapp
     return cells
 
 
-def _cell(entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, Any],
-          problems: _Problems) -> Cell | None:
+def _cell(
+    entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, Any], problems: _Problems
+) -> Cell | None:
     base_name = entry.get("base")
+    if not entry.nodes:
+        return None  # an empty entry, already reported
     if base_name is None:
-        problems.add(next(iter(entry.nodes.values())), f"cell at line {entry.line}",
-                     "no `base` (an include entry that adds a cell must name its base)")
+        problems.add(
+            next(iter(entry.nodes.values())),
+            f"cell at line {entry.line}",
+            "no `base` (an include entry that adds a cell must name its base)",
+        )
         return None
     if base_name not in bases:
-        problems.add(entry.nodes["base"], entry.paths["base"], f"unknown base {base_name!r}"
-                     f"{_suggest(base_name, list(bases))}")
+        problems.add(
+            entry.nodes["base"],
+            entry.paths["base"],
+            f"unknown base {base_name!r}{_suggest(base_name, list(bases))}",
+        )
         return None
     base = bases[base_name]
     pins = []
@@ -792,10 +984,19 @@ def _cell(entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, 
     if base is None:
         return None
     index: _IndexSpec = shared["index"]
-    return Cell(id=cell_id(base_name, pins), base=base, pins=tuple(pins), axes=entry.values,
-                requirements=shared["requirements"], indexes=index.for_cuda(base.cuda),
-                profiles=shared["profiles"], probes=shared["probes"], gpu=shared["gpu"],
-                app=shared["app"], line=entry.line)
+    return Cell(
+        id=cell_id(base_name, pins),
+        base=base,
+        pins=tuple(pins),
+        axes=entry.values,
+        requirements=shared["requirements"],
+        indexes=index.for_cuda(base.cuda),
+        profiles=shared["profiles"],
+        probes=shared["probes"],
+        gpu=shared["gpu"],
+        app=shared["app"],
+        line=entry.line,
+    )
 
 
 def select_cells(matrix: Matrix, patterns: Sequence[str]) -> tuple[Cell, ...]:
@@ -806,6 +1007,9 @@ def select_cells(matrix: Matrix, patterns: Sequence[str]) -> tuple[Cell, ...]:
     unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(c.id, p) for c in matrix.cells)]
     if unmatched:
         ids = [c.id for c in matrix.cells]
-        raise InputError(f"--cell {unmatched[0]!r} matches no cell of {matrix.path}"
-                         f"{_suggest(unmatched[0], ids)}", hint="`builder matrix` lists the cell ids")
+        raise InputError(
+            f"--cell {unmatched[0]!r} matches no cell of {matrix.path}"
+            f"{_suggest(unmatched[0], ids)}",
+            hint="`builder matrix` lists the cell ids",
+        )
     return tuple(chosen)

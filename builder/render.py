@@ -24,7 +24,9 @@ from builder.matrix import Cell, Matrix
 from builder.resources import data_dir
 
 # Heavy, slow-changing distributions: installed in their own layer, ahead of the rest.
-HEAVY = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$")
+HEAVY = re.compile(
+    r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$"
+)
 LABEL_PREFIX = "io.github.builder"
 
 
@@ -107,8 +109,10 @@ def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
     """Write `output/<cell-id>/` atomically (a temp dir renamed into place)."""
     lock = read_lock(lock_path(matrix, cell))
     if lock is None:
-        log.warn(f"{cell.id}: no lock at {lock_path(matrix, cell)}; run `builder lock` "
-                 "before building (the Dockerfile assumes both layers)")
+        log.warn(
+            f"{cell.id}: no lock at {lock_path(matrix, cell)}; run `builder lock` "
+            "before building (the Dockerfile assumes both layers)"
+        )
     layers = split_layers(parse_lock(lock.text)) if lock else {"heavy": [], "rest": []}
     context = context_for(cell, tuple(layers), lock.sha256 if lock else None)
     output.mkdir(parents=True, exist_ok=True)
@@ -125,8 +129,9 @@ def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
     return Rendered(cell.id, output / cell.id, lock.sha256 if lock else None)
 
 
-def _write_context(root: Path, cell: Cell, context: DockerfileContext,
-                   layers: dict[str, list[Locked]], header: str) -> None:
+def _write_context(
+    root: Path, cell: Cell, context: DockerfileContext, layers: dict[str, list[Locked]], header: str
+) -> None:
     (root / "Dockerfile").write_text(render_dockerfile(context), encoding="utf-8")
     requirements = root / "requirements"
     requirements.mkdir()
@@ -136,8 +141,11 @@ def _write_context(root: Path, cell: Cell, context: DockerfileContext,
     pinned = {(p.name, p.version) for items in layers.values() for p in items}
     _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse")
     if cell.app is not None:
-        shutil.copytree(cell.app.path, root / "app",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+        shutil.copytree(
+            cell.app.path,
+            root / "app",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"),
+        )
 
 
 def _link_wheels(wheelhouses: tuple[Path, ...], pinned: set[tuple[str, str]], target: Path) -> None:
@@ -149,7 +157,9 @@ def _link_wheels(wheelhouses: tuple[Path, ...], pinned: set[tuple[str, str]], ta
                 name, version, _, _ = parse_wheel_filename(wheel.name)
             except InvalidWheelFilename:
                 continue
-            if (canonicalize_name(name), str(version)) not in pinned or (target / wheel.name).exists():
+            if (canonicalize_name(name), str(version)) not in pinned or (
+                target / wheel.name
+            ).exists():
                 continue
             try:
                 os.link(wheel, target / wheel.name)

@@ -1,0 +1,154 @@
+"""The JSON Schema of matrix.yaml version 1, for editors (yaml-language-server) and CI linters.
+
+`load_matrix` is the authority (it also checks what a schema cannot: unknown bases, duplicate
+ids, empty products); this schema mirrors its shape so editors can complete and flag keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.matrix import GPU_MODES, PLATFORMS, PROBES
+
+SAFE = r"^[^\n\r`]*$"
+STRINGS = {"type": "array", "items": {"type": "string", "pattern": SAFE}}
+VERSION_OR_SPEC = {
+    "type": ["string", "number"],
+    "description": "2.4.0 or a specifier like >=4.49,<4.52",
+}
+
+
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        out["required"] = required
+    return out
+
+
+def _base() -> dict[str, Any]:
+    return _closed(
+        {
+            "image": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
+                "description": "Image reference: tag and/or @sha256: digest.",
+            },
+            "python": {
+                "type": ["string", "number"],
+                "description": 'Interpreter version, e.g. "3.10".',
+            },
+            "cuda": {
+                "type": ["string", "number", "null"],
+                "description": 'e.g. "12.1"; null for CPU.',
+            },
+            "platform": {"enum": list(PLATFORMS), "default": "linux/amd64"},
+            "apt": {**STRINGS, "description": "Debian/Ubuntu packages added to the image."},
+            "preinstalled": {**STRINGS, "description": "name==version the base already carries."},
+        },
+        ["image", "python"],
+    )
+
+
+def _cell_entry() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {"type": ["string", "number"]},
+        "description": "A partial cell: base and/or distribution pins.",
+    }
+
+
+def _indexes() -> dict[str, Any]:
+    extra = {
+        "oneOf": [
+            {"type": "string", "format": "uri"},
+            _closed(
+                {
+                    "url": {"type": "string", "format": "uri"},
+                    "cuda": {
+                        "type": ["string", "number", "null", "array"],
+                        "description": "The CUDA version(s) this index serves; null for CPU.",
+                    },
+                },
+                ["url"],
+            ),
+        ]
+    }
+    return _closed(
+        {
+            "index_url": {"type": "string", "format": "uri"},
+            "extra_index_urls": {"type": "array", "items": extra},
+            "wheelhouse": {
+                **STRINGS,
+                "description": "Local directories of wheels (relative to the matrix).",
+            },
+            "ca_bundle": {
+                "type": ["string", "null"],
+                "description": "Extra CA bundle for TLS-intercepting proxies; a BuildKit secret.",
+            },
+        }
+    )
+
+
+def matrix_schema() -> dict[str, Any]:
+    """The schema as a JSON-ready dict (draft 2020-12)."""
+    probe_options = {
+        "type": ["object", "null"],
+        "properties": {
+            "timeout": {"type": "number", "exclusiveMinimum": 0},
+            "memory": {"type": "string", "pattern": r"^\d+(\.\d+)?[kmgKMG]?$"},
+        },
+    }
+    schema = _closed(
+        {
+            "version": {"const": 1},
+            "bases": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": _base(),
+                "propertyNames": {"pattern": r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$"},
+            },
+            "axes": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {"type": "array", "minItems": 1, "items": VERSION_OR_SPEC},
+                "properties": {
+                    "base": {"type": "array", "minItems": 1, "items": {"type": "string"}}
+                },
+            },
+            "exclude": {"type": "array", "items": _cell_entry()},
+            "include": {"type": "array", "items": _cell_entry()},
+            "requirements": {**STRINGS, "description": "PEP 508 lines shared by every cell."},
+            "indexes": _indexes(),
+            "profiles": {
+                "type": "array",
+                "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]*$"},
+            },
+            "profile_paths": STRINGS,
+            "probes": {
+                "oneOf": [
+                    {"type": "array", "items": {"enum": list(PROBES)}},
+                    {
+                        "type": "object",
+                        "propertyNames": {"enum": list(PROBES)},
+                        "additionalProperties": probe_options,
+                    },
+                ]
+            },
+            "gpu": {"enum": list(GPU_MODES), "default": "optional"},
+            "app": _closed({"path": {"type": "string"}, "entry_modules": STRINGS}, ["path"]),
+            "registry": {"type": "string", "description": "Image repository for tags and --push."},
+            "runners": _closed({"cpu": {"type": "string"}, "gpu": {"type": "string"}}),
+        },
+        ["version", "bases", "axes"],
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/builder/builder/matrix.schema.json",
+        "title": "builder matrix.yaml (version 1)",
+        **schema,
+    }

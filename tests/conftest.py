@@ -1,0 +1,93 @@
+"""Shared test plumbing: the real Docker engine, the registry-free base image, and CLI runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BASE_IMAGE = os.environ.get("BUILDER_TEST_BASE", "builder-test-base:bookworm")
+WHEELS = Path(os.environ.get("BUILDER_TEST_WHEELS", "/opt/wheels"))
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run `python -m builder` as a user would, in a subprocess."""
+    done = subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def _engine_error() -> str | None:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:
+        return f"no Docker engine: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[object]:
+    """A reachable engine. In CI a missing engine fails the test instead of skipping it."""
+    problem = _engine_error()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem} (CI is set: the Docker tier must run)")
+        pytest.skip(problem)
+    import docker
+
+    yield docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: object) -> str:
+    """A Debian bookworm image with python3, made without a registry, once per machine."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    script = ROOT / "scripts" / "make-base-image.sh"
+    done = subprocess.run(
+        ["bash", str(script), BASE_IMAGE], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"could not make {BASE_IMAGE}:\n{done.stderr[-2000:]}")
+    return BASE_IMAGE
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project directory for a test's matrix."""
+    return tmp_path
+
+
+def copy_fixture(name: str, dest: Path) -> Path:
+    shutil.copytree(FIXTURES / name, dest, dirs_exist_ok=True)
+    return dest

@@ -1,0 +1,118 @@
+"""Lock files: parsing, headers and staleness, diffs, atomic writes, uv's failure explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import InputError
+from builder.lock import (
+    diff_locks,
+    explain_failure,
+    header,
+    inputs_digest,
+    lock_path,
+    parse_lock,
+    read_lock,
+    require_fresh,
+    stale_reason,
+    write_atomic,
+)
+from builder.matrix import parse_matrix
+
+MATRIX = """version: 1
+bases:
+  cpu: {image: debian:bookworm, python: "3.11"}
+axes:
+  base: [cpu]
+  six: ["1.16.0"]
+requirements: ["numpy<2"]
+"""
+OLD = (
+    "numpy==1.26.3 \\\n    --hash=sha256:"
+    + "a" * 64
+    + "\nsix==1.16.0 \\\n    --hash=sha256:"
+    + "b" * 64
+    + "\n"
+)
+NEW = (
+    "numpy==1.26.4 \\\n    --hash=sha256:"
+    + "c" * 64
+    + "\n    # via -r requirements.in\nattrs==26.1.0 \\\n    --hash=sha256:"
+    + "d" * 64
+    + "\n"
+)
+
+
+def matrix_at(tmp_path: Path, text: str = MATRIX):
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text)
+    return parse_matrix(text, path)
+
+
+def test_parse_lock_keeps_each_pin_with_its_hashes_and_notes() -> None:
+    locked = parse_lock(NEW)
+    assert [(p.name, p.version) for p in locked] == [("numpy", "1.26.4"), ("attrs", "26.1.0")]
+    assert locked[0].hashes == ("sha256:" + "c" * 64,)
+    assert locked[0].block.endswith("# via -r requirements.in\n")
+
+
+def test_diff_lists_added_removed_and_changed_pins() -> None:
+    diff = diff_locks(OLD, NEW)
+    assert diff.lines() == ["+ attrs==26.1.0", "- six==1.16.0", "~ numpy 1.26.3 -> 1.26.4"]
+    assert diff.to_json()["changed"] == [{"name": "numpy", "old": "1.26.3", "new": "1.26.4"}]
+    assert not diff_locks(NEW, NEW)
+
+
+def test_a_lock_written_for_the_current_inputs_is_fresh(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    cell = matrix.cells[0]
+    write_atomic(
+        lock_path(matrix, cell), header(matrix.path, cell, inputs_digest(cell, "uv"), "uv") + NEW
+    )
+    assert stale_reason(matrix, cell) is None
+    assert read_lock(lock_path(matrix, cell)).inputs_sha256 == inputs_digest(cell, "uv")
+
+
+def test_changing_a_requirement_makes_the_lock_stale(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    cell = matrix.cells[0]
+    write_atomic(
+        lock_path(matrix, cell), header(matrix.path, cell, inputs_digest(cell, "uv"), "uv") + NEW
+    )
+    bumped = matrix_at(tmp_path, MATRIX.replace("numpy<2", "numpy<2.1"))
+    assert "is stale" in stale_reason(bumped, bumped.cells[0])
+
+
+def test_missing_and_stale_locks_are_refused_with_the_fixing_command(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    with pytest.raises(InputError, match="need a fresh lock") as caught:
+        require_fresh(matrix, matrix.cells)
+    assert "builder lock" in caught.value.hint
+
+
+def test_the_digest_depends_on_python_and_platform(tmp_path: Path) -> None:
+    a = matrix_at(tmp_path).cells[0]
+    b = matrix_at(tmp_path, MATRIX.replace('"3.11"', '"3.10"')).cells[0]
+    assert inputs_digest(a, "uv") != inputs_digest(b, "uv")
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "constraints" / "x.txt"
+    write_atomic(target, "one\n")
+    write_atomic(target, "two\n")
+    assert target.read_text() == "two\n"
+    assert [p.name for p in target.parent.iterdir()] == ["x.txt"]
+
+
+def test_uvs_failure_is_cut_to_the_conflict() -> None:
+    stderr = """  × No solution found when resolving dependencies:
+  ╰─▶ Because transformers==4.47.0 depends on tokenizers>=0.21,<0.22 and you require tokenizers==0.20.0, we can conclude that your requirements are unsatisfiable.
+
+      hint: Pre-releases are available for `tokenizers` in the requested range
+"""
+    assert explain_failure(stderr) == (
+        "Because transformers==4.47.0 depends on tokenizers>=0.21,<0.22 and you require "
+        "tokenizers==0.20.0, we can conclude that your requirements are unsatisfiable."
+    )

@@ -99,7 +99,7 @@ def build_cell(
         ok=outcome.ok,
         seconds=round(outcome.seconds, 2),
         image_id=outcome.image_id,
-        log=str(log_path),
+        log=str(log_path.resolve()),
         log_tail="" if outcome.ok else outcome.log_tail,
         cached_steps=outcome.cached_steps,
         total_steps=outcome.total_steps,

@@ -173,6 +173,43 @@ def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: i
 
 
 @cli.command(epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option("--engine", type=click.Choice(["docker", "venv"]), default="docker",
+              show_default=True,
+              help="docker: build each cell and probe inside its image. venv: no container "
+              "engine; a uv venv per cell from the same lock, probes as processes.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("reports"), show_default=True,
+              help="Where report.json, build contexts and logs go.")
+@click.option("--no-cache", is_flag=True, help="Ignore stored results: rebuild and re-probe all.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Result cache directory (default: $BUILDER_CACHE_DIR or .builder-cache).")
+@click.option("--build-anyway", is_flag=True, help="Build cells even when `check` finds errors.")
+@click.pass_context
+def validate(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], engine: str,
+             output: Path, no_cache: bool, cache_dir: Path | None, build_anyway: bool) -> int:
+    """Lock (if missing), check, build and probe each cell; write DIR/report.json."""
+    from builder.matrix import load_matrix, select_cells
+    from builder.validate import ValidateOptions
+    from builder.validate import validate as run_validate
+
+    environ = ctx.obj["environ"]
+    matrix = load_matrix(matrix_path)
+    selected = select_cells(matrix, cells)
+    cache_dir = cache_dir or Path(environ.get("BUILDER_CACHE_DIR", ".builder-cache"))
+    options = ValidateOptions(engine=engine, output=output, cache_dir=cache_dir,
+                              use_cache=not no_cache, build_anyway=build_anyway)
+    report = run_validate(matrix, selected, options, environ, _log(ctx), ["builder", *sys.argv[1:]])
+    for cell in report["cells"]:
+        mark = "cached " if cell["cache"]["hit"] else ""
+        click.echo(f"{cell['status']:<7} {cell['id']}  {mark}{cell['reason']}")
+    click.echo(f"report: {output / 'report.json'}")
+    bad = [c for c in report["cells"] if c["status"] in ("fail", "error")]
+    return errors.CELLS_FAILED if bad else errors.OK
+
+
+@cli.command(epilog=EXIT_CODES)
 def schema() -> int:
     """Print the JSON Schema of matrix.yaml (for yaml-language-server and editors)."""
     from builder.schema import matrix_schema

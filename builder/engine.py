@@ -186,7 +186,7 @@ class DockerEngine:
 
         requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else []
         volumes = {
-            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts
+            str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts
         }
         start = time.monotonic()
         container = self.client.containers.create(

@@ -262,7 +262,7 @@ def uv_command(
     output: str | None = None,
 ) -> list[str]:
     argv = [
-        _uv(),
+        uv_binary(),
         "pip",
         "compile",
         "requirements.in",
@@ -290,7 +290,7 @@ def uv_command(
     return argv
 
 
-def _uv() -> str:
+def uv_binary() -> str:
     found = shutil.which("uv")
     if found:
         return found

@@ -1,0 +1,408 @@
+"""Package metadata from a cell's indexes, cached on disk, for `builder check`.
+
+Two documents per package, each trimmed to the fields `check` reads and cached under
+`<cache>/<index-slug>/`, keyed by index URL and package:
+
+- the project page (PEP 691 JSON, or PEP 503 HTML from indexes that only serve that): each
+  file's name, Requires-Python, yanked flag and URL, in `<name>.json`, fetched again once older
+  than `max_age` seconds;
+- a release's core metadata (PEP 658 `<wheel-url>.metadata`): its Requires-Dist, in
+  `<name>/<version>.json`. A release never changes, so a found one is kept for good.
+
+Cache files are written atomically (temp file + rename), so parallel checks never read half a
+file. With no `fetch` (offline), only the cache answers, whatever its age. Recorded cache
+directories double as a fake index for tests: the same interface reads them.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import html.parser
+import json
+import re
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from builder import __version__
+from builder.lock import write_atomic
+
+PYPI = "https://pypi.org/simple/"
+DEFAULT_MAX_AGE = 24 * 3600.0
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+_JSON = "application/vnd.pypi.simple.v1+json"
+_ACCEPT = f"{_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+
+# (url, accept) -> (body, content type), or None when the index has no such document (404).
+Fetch = Callable[[str, str], tuple[bytes, str] | None]
+
+
+class MetadataError(Exception):
+    """The index could not be reached or answered with something unreadable."""
+
+
+@dataclass(frozen=True)
+class File:
+    """One distribution file of a project, as its index lists it."""
+
+    filename: str
+    requires_python: str | None = None
+    yanked: bool = False
+    url: str | None = None
+
+    @cached_property
+    def _parsed(self) -> tuple[Version, frozenset[Tag]] | None:
+        try:
+            if self.filename.endswith(".whl"):
+                _, version, _, tags = parse_wheel_filename(self.filename)
+                return version, tags
+            return parse_sdist_filename(self.filename)[1], frozenset()
+        except (InvalidWheelFilename, InvalidSdistFilename):
+            return None  # eggs, installers and misnamed uploads: never chosen by pip or uv
+
+    @property
+    def version(self) -> Version | None:
+        return self._parsed[0] if self._parsed else None
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
+
+    @property
+    def tags(self) -> frozenset[Tag]:
+        return self._parsed[1] if self._parsed else frozenset()
+
+    @property
+    def is_pure(self) -> bool:
+        return self.is_wheel and all(t.platform == "any" for t in self.tags)
+
+    def supports_python(self, python: str) -> bool:
+        if not self.requires_python:
+            return True
+        try:
+            return SpecifierSet(self.requires_python).contains(python, prereleases=True)
+        except InvalidSpecifier:
+            return True  # an unreadable Requires-Python is ignored by installers too
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"filename": self.filename}
+        if self.requires_python:
+            data["requires_python"] = self.requires_python
+        if self.yanked:
+            data["yanked"] = True
+        if self.url:
+            data["url"] = self.url
+        return data
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's files on one index, grouped by release."""
+
+    name: str
+    files: tuple[File, ...]
+
+    @cached_property
+    def releases(self) -> Mapping[Version, tuple[File, ...]]:
+        out: dict[Version, list[File]] = {}
+        for f in self.files:
+            if f.version is not None:
+                out.setdefault(f.version, []).append(f)
+        return {v: tuple(fs) for v, fs in sorted(out.items())}
+
+    def files_for(self, version: Version) -> tuple[File, ...]:
+        return self.releases.get(version, ())
+
+    def highest(self, specifier: SpecifierSet, python: str) -> Version | None:
+        """The highest final release in `specifier` with a non-yanked file for `python`."""
+        for version in reversed(list(self.releases)):
+            if version.is_prerelease or version not in specifier:
+                continue
+            if any(not f.yanked and f.supports_python(python) for f in self.files_for(version)):
+                return version
+        return None
+
+
+class Metadata(Protocol):
+    """What `check` asks of an index; `None` means unknown (absent, offline or unreadable)."""
+
+    def project(self, name: str) -> Project | None: ...
+
+    def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None: ...
+
+
+# ---------------------------------------------------------------- one index, cached
+
+
+def slug(url: str) -> str:
+    """A directory name for an index URL: `https://pypi.org/simple/` -> `pypi.org-simple`."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", url.split("://", 1)[-1]).strip("-") or "index"
+
+
+@dataclass
+class IndexCache:
+    """One index (PEP 691/503 simple API), read through a disk cache."""
+
+    url: str
+    cache_dir: Path
+    fetch: Fetch | None = None  # None: offline, the cache only
+    max_age: float = DEFAULT_MAX_AGE
+    errors: list[str] = field(default_factory=list, repr=False)  # what could not be fetched
+    _memo: dict[str, Project | None] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def online(self) -> bool:
+        """Fetching is allowed and has not failed yet (one failure: the index is down)."""
+        return self.fetch is not None and not self.errors
+
+    @property
+    def root(self) -> Path:
+        return self.cache_dir / slug(self.url)
+
+    def project(self, name: str) -> Project | None:
+        key = canonicalize_name(name)
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        data = self._cached(self.root / f"{key}.json", self.max_age)
+        if data is None and self.online:
+            data = self._guarded(self._fetch_project, key)
+            if data is not None:
+                write_atomic(self.root / f"{key}.json", json.dumps(data, separators=(",", ":")))
+        project = _project(key, data) if data else None
+        with self._lock:
+            self._memo[key] = project
+        return project
+
+    def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
+        key = canonicalize_name(name)
+        path = self.root / key / f"{version}.json"
+        data = self._cached(path, None)
+        if data is not None and data.get("requires_dist") is None:
+            data = self._cached(path, self.max_age)  # "none published" is asked again later
+        if data is None and self.online:
+            fresh = self._guarded(self._fetch_core_metadata, key, version)
+            if self.online:  # an answer, even "none published", not a network failure
+                data = fresh or {"requires_dist": None}
+                write_atomic(path, json.dumps(data))
+        found = data.get("requires_dist") if data else None
+        return tuple(found) if isinstance(found, list) else None
+
+    def _guarded(self, fetch: Callable[..., dict[str, Any] | None], *args: Any,
+                 ) -> dict[str, Any] | None:
+        try:
+            return fetch(*args)
+        except MetadataError as exc:
+            with self._lock:
+                self.errors.append(str(exc))
+            return None
+
+    def _cached(self, path: Path, max_age: float | None) -> dict[str, Any] | None:
+        """A cache file's content; stale ones count as missing unless offline."""
+        try:
+            stale = max_age is not None and time.time() - path.stat().st_mtime > max_age
+            if stale and self.fetch is not None:
+                return None
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _fetch_project(self, key: str) -> dict[str, Any]:
+        assert self.fetch is not None
+        page = urllib.parse.urljoin(self.url.rstrip("/") + "/", f"{key}/")
+        answer = self.fetch(page, _ACCEPT)
+        if answer is None:
+            return {"name": key, "missing": True}  # cached too: no asking again per check
+        body, content_type = answer
+        files = _parse_json(body, page) if "json" in content_type else _parse_html(body, page)
+        return {"name": key, "files": [f.to_json() for f in files]}
+
+    def _fetch_core_metadata(self, key: str, version: Version) -> dict[str, Any] | None:
+        assert self.fetch is not None
+        project = self.project(key)
+        wheels = [f for f in (project.files_for(version) if project else ()) if f.is_wheel and f.url]
+        wheels.sort(key=lambda f: not f.is_pure)  # pure wheels carry the plainest metadata
+        for wheel in wheels[:3]:
+            answer = self.fetch(f"{wheel.url}.metadata", "*/*")
+            if answer is not None:
+                return _core_metadata(answer[0])
+        return None
+
+
+def _project(key: str, data: Mapping[str, Any]) -> Project | None:
+    if data.get("missing"):
+        return None
+    files = tuple(File(filename=f["filename"], requires_python=f.get("requires_python"),
+                       yanked=bool(f.get("yanked")), url=f.get("url"))
+                  for f in data.get("files", ()))
+    return Project(name=key, files=files)
+
+
+def _parse_json(body: bytes, page: str) -> list[File]:
+    """PEP 691: `files` with `filename`, `url`, `requires-python` and `yanked`."""
+    try:
+        entries = json.loads(body)["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MetadataError(f"{page}: not a PEP 691 project page ({exc})") from None
+    return [File(filename=e["filename"], requires_python=e.get("requires-python") or None,
+                 yanked=bool(e.get("yanked")), url=urllib.parse.urljoin(page, e["url"]))
+            for e in entries]
+
+
+class _Anchors(html.parser.HTMLParser):
+    """PEP 503 anchors: href, text, data-requires-python, data-yanked."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.page = page
+        self.files: list[File] = []
+        self._attrs: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._attrs = dict(attrs)
+
+    def handle_data(self, data: str) -> None:
+        if self._attrs is not None and data.strip():
+            href = (self._attrs.get("href") or "").split("#", 1)[0]
+            self.files.append(File(
+                filename=data.strip(), requires_python=self._attrs.get("data-requires-python"),
+                yanked="data-yanked" in self._attrs, url=urllib.parse.urljoin(self.page, href)))
+            self._attrs = None
+
+
+def _parse_html(body: bytes, page: str) -> list[File]:
+    parser = _Anchors(page)
+    parser.feed(body.decode("utf-8", "replace"))
+    return parser.files
+
+
+def _core_metadata(body: bytes) -> dict[str, Any]:
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(body)
+    return {"requires_dist": [str(r) for r in message.get_all("Requires-Dist") or []],
+            "requires_python": message.get("Requires-Python")}
+
+
+# ---------------------------------------------------------------- local wheelhouses
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """`--find-links` directories: the files they hold, named like on an index."""
+
+    paths: tuple[Path, ...]
+
+    def project(self, name: str) -> Project | None:
+        key = canonicalize_name(name)
+        files = tuple(File(filename=p.name) for d in self.paths for p in sorted(d.iterdir())
+                      if p.is_file() and _file_project(p.name) == key)
+        return Project(name=key, files=files) if files else None
+
+    def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
+        return None  # only needed for transformers, which nobody keeps in a wheelhouse
+
+
+def _file_project(filename: str) -> str | None:
+    try:
+        if filename.endswith(".whl"):
+            return str(parse_wheel_filename(filename)[0])
+        return str(parse_sdist_filename(filename)[0])
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+
+
+# ---------------------------------------------------------------- a cell's sources
+
+
+@dataclass(frozen=True)
+class Sources:
+    """A cell's indexes in uv's default order (`first-index`): the first that has a project
+    answers for it. Wheelhouses come first, then extra index URLs, then the index URL."""
+
+    members: tuple[Metadata, ...]
+
+    def _owner(self, name: str) -> tuple[Metadata, Project] | None:
+        for member in self.members:
+            project = member.project(name)
+            if project is not None:
+                return member, project
+        return None
+
+    def project(self, name: str) -> Project | None:
+        found = self._owner(name)
+        return found[1] if found else None
+
+    def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
+        found = self._owner(name)
+        return found[0].requires_dist(name, version) if found else None
+
+
+def sources(index_url: str | None, extra_index_urls: Sequence[str], wheelhouse: Sequence[Path],
+            cache_dir: Path, fetch: Fetch | None, max_age: float = DEFAULT_MAX_AGE) -> Sources:
+    """The metadata sources of one cell's indexes."""
+    urls = [*extra_index_urls, index_url or PYPI]
+    members: list[Metadata] = [Wheelhouse(tuple(wheelhouse))] if wheelhouse else []
+    members += [IndexCache(url, cache_dir, fetch, max_age) for url in urls]
+    return Sources(tuple(members))
+
+
+def prefetch(source: Metadata, names: Iterable[str], workers: int = 16) -> None:
+    """Warm the cache for many projects at once (the index is slow, not busy)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(source.project, sorted(set(names))))
+
+
+# ---------------------------------------------------------------- the network
+
+
+def ca_bundle(configured: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The CA bundle: the matrix's `indexes.ca_bundle`, else SSL_CERT_FILE, else the system's."""
+    if configured is not None:
+        return configured
+    if environ.get("SSL_CERT_FILE"):
+        return Path(environ["SSL_CERT_FILE"])
+    return SYSTEM_CA if SYSTEM_CA.is_file() else None
+
+
+def urllib_fetch(cafile: Path | None, timeout: float = 30.0) -> Fetch:
+    """A `Fetch` over urllib with an explicit CA bundle (TLS-intercepting proxies need it)."""
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    agent = f"builder/{__version__} (check)"
+
+    def fetch(url: str, accept: str) -> tuple[bytes, str] | None:
+        request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": agent})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+                return response.read(), response.headers.get_content_type()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (403, 404, 410):
+                return None
+            raise MetadataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise MetadataError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+    return fetch

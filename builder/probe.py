@@ -1,0 +1,185 @@
+"""Run the standalone probes of `validate/` in an image (Docker) or a venv, one process each.
+
+Each probe runs with a timeout, a memory limit and no network; a kill (timeout, OOM, signal) or a
+probe that printed no result becomes that probe's `error`, and the other probes still run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from builder.engine import Engine, Mount, RunOutcome
+
+SCRIPTS = {
+    "imports": "imports.py",
+    "numpy": "numpy.py",
+    "pip-check": "pip_check.py",
+    "lock-match": "lock_match.py",
+    "cuda": "cuda.py",
+    "media": "media.py",
+    "generate": "generate.py",
+}
+DEFAULT_LIMITS: Mapping[str, tuple[float, str]] = {"generate": (600, "8g")}
+DEFAULT_TIMEOUT, DEFAULT_MEMORY = 300.0, "4g"
+STATUSES = ("pass", "fail", "error", "skipped")
+EVIDENCE_CHARS = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeResult:
+    probe: str
+    status: str
+    reason: str
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+    evidence: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+def limits(name: str, options: Mapping[str, Any]) -> tuple[float, str]:
+    """(timeout seconds, memory) for a probe: matrix options over the defaults."""
+    timeout, memory = DEFAULT_LIMITS.get(name, (DEFAULT_TIMEOUT, DEFAULT_MEMORY))
+    return float(options.get("timeout", timeout)), str(options.get("memory", memory))
+
+
+def memory_bytes(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = text[-1].lower()
+    return int(float(text[:-1]) * units[unit]) if unit in units else int(float(text))
+
+
+def interpret(name: str, outcome: RunOutcome, timeout: float, memory: str) -> ProbeResult:
+    """Turn a finished (or killed) probe process into its result."""
+    seconds = round(outcome.seconds, 2)
+    tail = (outcome.stderr or outcome.stdout)[-EVIDENCE_CHARS:]
+    if outcome.timed_out:
+        return ProbeResult(probe=name, status="error", reason=f"timeout after {timeout:g}s",
+                           seconds=seconds, evidence=tail)
+    code = outcome.exit_code
+    if outcome.oom_killed or code == 137 or code == -signal.SIGKILL:
+        why = f"out of memory (limit {memory})" if outcome.oom_killed else "killed (SIGKILL, exit 137)"
+        return ProbeResult(probe=name, status="error", reason=why, seconds=seconds, evidence=tail)
+    if code is not None and code < 0:
+        return ProbeResult(probe=name, status="error", reason=f"killed by {signal.Signals(-code).name}",
+                           seconds=seconds, evidence=tail)
+    return _parse(name, outcome, seconds, tail)
+
+
+def _parse(name: str, outcome: RunOutcome, seconds: float, tail: str) -> ProbeResult:
+    lines = [line for line in outcome.stdout.splitlines() if line.strip()]
+    try:
+        data = json.loads(lines[-1])
+        status = data["status"]
+        assert status in STATUSES
+    except (IndexError, ValueError, KeyError, TypeError, AssertionError):
+        return ProbeResult(probe=name, status="error",
+                           reason=f"probe printed no result (exit {outcome.exit_code})",
+                           seconds=seconds, evidence=tail)
+    return ProbeResult(probe=name, status=status, reason=str(data.get("reason", "")),
+                       seconds=seconds, details=dict(data.get("details") or {}),
+                       evidence=str(data.get("evidence") or "")[-EVIDENCE_CHARS:],
+                       warnings=tuple(str(w) for w in data.get("warnings") or ()))
+
+
+class Target(Protocol):
+    """Where probes run: an image or a venv. Paths in options are the target's own paths."""
+
+    lock_path: str
+    app_path: str | None
+    validate_dir: str
+
+    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
+            ) -> RunOutcome: ...
+
+
+@dataclass
+class ImageTarget:
+    """Probes in containers of a built image, with validate/ and the inputs mounted read-only."""
+
+    engine: Engine
+    image: str
+    inputs: Path  # host dir holding lock.txt; options files are written here
+    validate_source: Path
+    gpu: bool
+    lock_path: str = "/builder/in/lock.txt"
+    validate_dir: str = "/builder/validate"
+    app_path: str | None = None
+
+    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
+            ) -> RunOutcome:
+        name = Path(script).stem
+        (self.inputs / f"{name}.json").write_text(json.dumps(options))
+        argv = ["python", "-I", f"{self.validate_dir}/{script}", f"/builder/in/{name}.json"]
+        mounts = [Mount(self.validate_source, self.validate_dir), Mount(self.inputs, "/builder/in")]
+        return self.engine.run(self.image, argv, mounts=mounts, memory=memory, timeout=timeout,
+                               gpu=self.gpu, environment={"HF_HUB_OFFLINE": "1"})
+
+
+@dataclass
+class VenvTarget:
+    """Probes as processes of a venv's interpreter, each in its own session, no network if possible."""
+
+    python: Path
+    inputs: Path
+    validate_source: Path
+    lock_path: str
+    app_path: str | None
+    isolate_network: Sequence[str] = ()  # e.g. ("unshare", "-rn") when it works here
+    validate_dir: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate_dir = str(self.validate_source)
+
+    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
+            ) -> RunOutcome:
+        name = Path(script).stem
+        options_file = self.inputs / f"{name}.json"
+        options_file.write_text(json.dumps(options))
+        argv = [*self.isolate_network, str(self.python), "-I",
+                str(self.validate_source / script), str(options_file)]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.inputs),
+               "HF_HUB_OFFLINE": "1", "LANG": "C.UTF-8"}
+        return run_limited(argv, env, timeout, memory_bytes(memory))
+
+
+def run_limited(argv: Sequence[str], env: Mapping[str, str], timeout: float,
+                memory: int) -> RunOutcome:
+    """Run a process group with an address-space limit; kill the whole group at the timeout."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    start = time.monotonic()
+    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(env), text=True, start_new_session=True, preexec_fn=limit)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        return RunOutcome(None, out, err, time.monotonic() - start, timed_out=True)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    oom = "MemoryError" in err or "std::bad_alloc" in err
+    return RunOutcome(process.returncode, out, err, time.monotonic() - start, oom_killed=oom
+                      and process.returncode != 0)
+
+
+def run_probe(target: Target, name: str, options: Mapping[str, Any]) -> ProbeResult:
+    timeout, memory = limits(name, options)
+    outcome = target.run(SCRIPTS[name], options, timeout, memory)
+    return interpret(name, outcome, timeout, memory)

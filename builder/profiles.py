@@ -1,0 +1,428 @@
+"""Model requirement profiles: what a model's code needs, each rule with its source.
+
+A profile is a YAML file `<name>.yaml`. Profiles ship in `builder/profiles/`; a matrix adds its
+own from the directories in `profile_paths` (a user profile with the name of a shipped one
+replaces it). The format (also in `builder/profiles/README.md`):
+
+    name: wan2.2                   # required; equals the file name without .yaml
+    extends: wan2.1                # optional parent; its rules are inherited
+    source: https://...            # required; the model's requirements, the default source
+    python: ">=3.10"               # Python range (a PEP 440 specifier)
+    requirements:                  # PEP 508 requirements the model's code needs
+      - requirement: transformers>=4.49.0,<=4.51.3
+        source: https://.../requirements.txt     # required on every rule
+        optional: false            # optional: checked when installed, not required
+        alternatives: [opencv-python-headless]   # other distributions of the same modules
+    imports: [torch, cv2]          # modules that must import
+    optional_imports: [flash_attn] # modules whose import failure is a warning
+    gpu_at_import: false           # importing the model's code needs a GPU
+    min_gpu_memory_gb: 24
+    generate_variant: wan2.2-a14b  # wan2.1 | wan2.2-a14b | wan2.2-ti2v-5b | i2v | multitalk-audio | null
+    loads_bin_weights: false       # loads `.bin` (pickle) weights through transformers
+    known_bad:                     # combinations the model is known to break with
+      - when: {transformers: ">=4.52", torch: "<2.6"}
+        reason: why it breaks
+        hint: what to do           # optional
+        source: https://...
+
+Each of `python`, `gpu_at_import`, `min_gpu_memory_gb`, `generate_variant` and
+`loads_bin_weights` is a plain value (its source is the profile's `source`) or
+`{value: ..., source: ...}`. Through `extends`, a child's requirement replaces the parent's
+rule for the same distribution, lists (`imports`, `optional_imports`, `known_bad`) add up, and a
+value the child states (even null) replaces the parent's.
+
+Problems are `InputError`s located as `file:line:col: field: message`, like matrix.yaml's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from builder.errors import InputError, located
+from builder.matrix import (
+    Cell,
+    Matrix,
+    _is_null,
+    _join,
+    _kind,
+    _mapping,
+    _Problems,
+    _scalar,
+    _sequence,
+    _strings,
+    _suggest,
+)
+
+SHIPPED = Path(__file__).resolve().parent / "profiles"
+VARIANTS = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio")
+PROFILE_KEYS = (
+    "name", "extends", "source", "python", "requirements", "imports", "optional_imports",
+    "gpu_at_import", "min_gpu_memory_gb", "generate_variant", "loads_bin_weights", "known_bad",
+)
+RULE_KEYS = ("requirement", "source", "optional", "alternatives")
+KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
+SEVERITIES = ("error", "warning", "info")
+HINT = "see builder/profiles/README.md for the profile format"
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """A requirement of a profile, with where it comes from."""
+
+    requirement: Requirement
+    source: str
+    profile: str  # the profile that states it (a parent's, when inherited)
+    optional: bool = False
+    alternatives: tuple[str, ...] = ()  # canonical names of distributions that stand in
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(self.requirement.name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.alternatives)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnownBad:
+    """A combination of versions that is known to break, and why.
+
+    `profile` narrows a row of the shared table to profiles with given facts, e.g.
+    `{loads_bin_weights: [true]}` or `{generate_variant: [wan2.2-a14b]}`.
+    """
+
+    when: tuple[tuple[str, SpecifierSet], ...]
+    reason: str
+    source: str
+    hint: str = ""
+    severity: str = "error"
+    profile: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], source_prefix: str = "") -> KnownBad:
+        """A row from plain (already validated) data."""
+        return cls(
+            when=tuple((canonicalize_name(k), SpecifierSet(str(v)))
+                       for k, v in data["when"].items()),
+            reason=str(data["reason"]).strip(),
+            source=source_prefix + str(data["source"]).strip(),
+            hint=str(data.get("hint") or "").strip(),
+            severity=str(data.get("severity") or "error"),
+            profile=tuple((k, tuple(v) if isinstance(v, list) else (v,))
+                          for k, v in (data.get("profile") or {}).items()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """A profile with everything it inherits folded in (see the module docstring)."""
+
+    name: str
+    path: Path
+    source: str
+    chain: tuple[str, ...]  # this profile, then its parents
+    python: SpecifierSet = field(default_factory=SpecifierSet)
+    requirements: tuple[Rule, ...] = ()
+    imports: tuple[str, ...] = ()
+    optional_imports: tuple[str, ...] = ()
+    gpu_at_import: bool = False
+    min_gpu_memory_gb: float | None = None
+    generate_variant: str | None = None
+    loads_bin_weights: bool = False
+    known_bad: tuple[KnownBad, ...] = ()
+    sources: tuple[tuple[str, str], ...] = ()  # (fact, "profile: source") for stated facts
+
+    def source_of(self, fact: str) -> str:
+        return dict(self.sources).get(fact, f"{self.name}: {self.source}")
+
+    def rule(self, name: str) -> Rule | None:
+        wanted = canonicalize_name(name)
+        return next((r for r in self.requirements if r.name == wanted), None)
+
+
+# ---------------------------------------------------------------- reading one file
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """One file as written: facts it states, before `extends` is followed."""
+
+    path: Path
+    name: str
+    extends: str | None
+    extends_node: yaml.Node | None
+    source: str
+    facts: tuple[tuple[str, Any, str], ...]  # (fact, value, source) for each stated fact
+    requirements: tuple[Rule, ...]
+    imports: tuple[str, ...]
+    optional_imports: tuple[str, ...]
+    known_bad: tuple[KnownBad, ...]
+
+
+def _python(node: yaml.Node, where: str, problems: _Problems) -> SpecifierSet | None:
+    text = _scalar(node, where, problems)
+    try:
+        return SpecifierSet(text) if text is not None else None
+    except InvalidSpecifier:
+        problems.add(node, where, f"invalid Python range {text!r} (expected like '>=3.10')")
+        return None
+
+
+def _bool(node: yaml.Node, where: str, problems: _Problems) -> bool | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
+        return bool(yaml.safe_load(yaml.serialize(node)))
+    problems.add(node, where, f"expected true or false, got {_kind(node)}")
+    return None
+
+
+def _gigabytes(node: yaml.Node, where: str, problems: _Problems) -> float | None:
+    value = yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    problems.add(node, where, f"expected a positive number of GiB, got {_kind(node)}")
+    return None
+
+
+def _variant(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+    if _is_null(node):
+        return None
+    text = _scalar(node, where, problems)
+    if text is not None and text not in VARIANTS:
+        problems.add(node, where, f"unknown variant {text!r}{_suggest(text, VARIANTS)} "
+                     f"(one of {', '.join(VARIANTS)}, or null)")
+        return None
+    return text
+
+
+_FACTS: Mapping[str, Callable[[yaml.Node, str, _Problems], Any]] = {
+    "python": _python, "gpu_at_import": _bool, "min_gpu_memory_gb": _gigabytes,
+    "generate_variant": _variant, "loads_bin_weights": _bool,
+}
+
+
+def _fact(key: str, node: yaml.Node, problems: _Problems, default_source: str,
+          ) -> tuple[str, Any, str]:
+    """A fact as (key, value, source), from `value` or `{value: ..., source: ...}`."""
+    source = default_source
+    if isinstance(node, yaml.MappingNode):
+        fields = _mapping(node, key, problems, ("value", "source"))
+        if "value" not in fields:
+            problems.add(node, _join(key, "value"), "missing required key")
+            return key, None, source
+        if "source" in fields:
+            source = _scalar(fields["source"][1], _join(key, "source"), problems) or source
+        node = fields["value"][1]
+    return key, _FACTS[key](node, key, problems), source
+
+
+def _rule(node: yaml.Node, where: str, problems: _Problems, profile: str) -> Rule | None:
+    fields = _mapping(node, where, problems, RULE_KEYS)
+    for required in ("requirement", "source"):
+        if required not in fields and isinstance(node, yaml.MappingNode):
+            problems.add(node, _join(where, required), "missing required key")
+    if not {"requirement", "source"} <= fields.keys():
+        return None
+    text = _scalar(fields["requirement"][1], _join(where, "requirement"), problems)
+    source = _scalar(fields["source"][1], _join(where, "source"), problems)
+    try:
+        requirement = Requirement(text or "")
+    except InvalidRequirement as exc:
+        problems.add(fields["requirement"][1], _join(where, "requirement"),
+                     f"invalid requirement {text!r}: {str(exc).splitlines()[0]}")
+        return None
+    optional = (_bool(fields["optional"][1], _join(where, "optional"), problems)
+                if "optional" in fields else False)
+    alternatives = (_strings(fields["alternatives"][1], _join(where, "alternatives"), problems)
+                    if "alternatives" in fields else ())
+    if text is None or source is None:
+        return None
+    return Rule(requirement=requirement, source=source, profile=profile, optional=bool(optional),
+                alternatives=tuple(canonicalize_name(a) for a in alternatives))
+
+
+def _known_bad(node: yaml.Node, where: str, problems: _Problems, prefix: str) -> KnownBad | None:
+    """One `known_bad` row; also used for the shared table in builder/data/known_issues.yaml."""
+    fields = _mapping(node, where, problems, KNOWN_BAD_KEYS)
+    for required in ("when", "reason", "source"):
+        if required not in fields and isinstance(node, yaml.MappingNode):
+            problems.add(node, _join(where, required), "missing required key")
+    before = len(problems.items)
+    if "when" in fields:
+        when = _mapping(fields["when"][1], _join(where, "when"), problems)
+        for name, (_, value) in when.items():
+            _specifier(value, _join(_join(where, "when"), name), problems)
+    for key in ("reason", "hint", "source"):
+        if key in fields:
+            _scalar(fields[key][1], _join(where, key), problems)
+    if "severity" in fields:
+        level = _scalar(fields["severity"][1], _join(where, "severity"), problems)
+        if level is not None and level not in SEVERITIES:
+            problems.add(fields["severity"][1], _join(where, "severity"),
+                         f"expected one of {', '.join(SEVERITIES)}{_suggest(level, SEVERITIES)}")
+    if "profile" in fields:
+        _mapping(fields["profile"][1], _join(where, "profile"), problems, tuple(_FACTS))
+    if len(problems.items) > before or not {"when", "reason", "source"} <= fields.keys():
+        return None
+    return KnownBad.from_data(yaml.safe_load(yaml.serialize(node)), prefix)
+
+
+def _specifier(node: yaml.Node, where: str, problems: _Problems) -> None:
+    text = _scalar(node, where, problems)
+    try:
+        if text is not None:
+            SpecifierSet(text)
+    except InvalidSpecifier:
+        problems.add(node, where, f"invalid version specifier {text!r} (expected like '<2.6')")
+
+
+def _compose(path: Path) -> yaml.Node:
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise InputError(located(path, line, col, "", f"YAML syntax error: {exc.problem}"),
+                         hint=HINT) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read profile: {exc}", hint=HINT) from None
+    if node is None:
+        raise InputError(f"{path}:1:1: empty profile", hint=HINT)
+    return node
+
+
+def _raise(problems: _Problems) -> None:
+    if problems.items:
+        raise InputError("\n".join(text for _, _, text in sorted(problems.items)), hint=HINT)
+
+
+def read_profile(path: Path) -> _Raw:
+    """Read and validate one profile file (without following `extends`)."""
+    node = _compose(path)
+    problems = _Problems(path)
+    top = _mapping(node, "", problems, PROFILE_KEYS)
+    for required in ("name", "source"):
+        if required not in top and isinstance(node, yaml.MappingNode):
+            problems.add(node, required, "missing required key")
+    name = _scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
+    if name is not None and name != path.stem:
+        problems.add(top["name"][1], "name", f"{name!r} does not match the file name {path.name!r}")
+    source = _scalar(top["source"][1], "source", problems) if "source" in top else None
+    raw = _sections(top, problems, path, name or path.stem, source or "")
+    _raise(problems)
+    return raw
+
+
+def _sections(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems, path: Path,
+              name: str, source: str) -> _Raw:
+    def items(key: str) -> list[tuple[str, yaml.Node]]:
+        nodes = _sequence(top[key][1], key, problems) if key in top else []
+        return [(f"{key}[{i}]", n) for i, n in enumerate(nodes)]
+
+    def modules(key: str) -> tuple[str, ...]:
+        return _strings(top[key][1], key, problems, _MODULE, "module name") if key in top else ()
+
+    extends_node = top["extends"][1] if "extends" in top else None
+    extends = _scalar(extends_node, "extends", problems, _NAME, "profile name") \
+        if extends_node is not None else None
+    rules = [_rule(n, where, problems, name) for where, n in items("requirements")]
+    bad = [_known_bad(n, where, problems, f"{name}: ") for where, n in items("known_bad")]
+    facts = tuple(_fact(k, top[k][1], problems, f"{name}: {source}") for k in _FACTS if k in top)
+    return _Raw(path=path, name=name, extends=extends, extends_node=extends_node, source=source,
+                facts=facts, requirements=tuple(r for r in rules if r),
+                imports=modules("imports"), optional_imports=modules("optional_imports"),
+                known_bad=tuple(b for b in bad if b))
+
+
+def read_known_bad(path: Path) -> tuple[KnownBad, ...]:
+    """The `known_bad` rows of a data file (the shared table), validated like a profile's."""
+    node = _compose(path)
+    problems = _Problems(path)
+    top = _mapping(node, "", problems)
+    rows = _sequence(top["known_bad"][1], "known_bad", problems) if "known_bad" in top else []
+    found = [_known_bad(x, f"known_bad[{i}]", problems, "") for i, x in enumerate(rows)]
+    _raise(problems)
+    return tuple(b for b in found if b)
+
+
+# ---------------------------------------------------------------- extends, and the public API
+
+
+def _merge(parent: Profile | None, raw: _Raw) -> Profile:
+    base = parent or Profile(name=raw.name, path=raw.path, source=raw.source, chain=())
+    rules = {r.name: r for r in base.requirements}
+    rules.update((r.name, r) for r in raw.requirements)
+    stated = {key: value for key, value, _ in raw.facts}
+    return replace(
+        base, **stated, name=raw.name, path=raw.path, source=raw.source,
+        chain=(raw.name, *base.chain),
+        requirements=tuple(rules.values()),
+        imports=tuple(dict.fromkeys((*base.imports, *raw.imports))),
+        optional_imports=tuple(dict.fromkeys((*base.optional_imports, *raw.optional_imports))),
+        known_bad=(*base.known_bad, *raw.known_bad),
+        sources=tuple({**dict(base.sources), **{k: s for k, _, s in raw.facts}}.items()),
+    )
+
+
+def _flatten(name: str, raws: Mapping[str, _Raw], seen: tuple[str, ...] = ()) -> Profile:
+    raw = raws[name]
+    if raw.extends is None:
+        return _merge(None, raw)
+    mark = raw.extends_node.start_mark if raw.extends_node else None
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    if raw.extends in (*seen, name):
+        cycle = " -> ".join((*seen, name, raw.extends))
+        raise InputError(located(raw.path, line, col, "extends", f"cycle: {cycle}"), hint=HINT)
+    if raw.extends not in raws:
+        raise InputError(located(raw.path, line, col, "extends", f"unknown profile "
+                                 f"{raw.extends!r}{_suggest(raw.extends, list(raws))}"), hint=HINT)
+    return _merge(_flatten(raw.extends, raws, (*seen, name)), raw)
+
+
+def load_profiles(paths: Sequence[Path] = ()) -> dict[str, Profile]:
+    """Every profile, shipped ones first; a later directory's profile replaces a same-named one."""
+    raws: dict[str, _Raw] = {}
+    for directory in (SHIPPED, *paths):
+        for path in sorted(directory.glob("*.yaml")):
+            raw = read_profile(path)
+            raws[raw.name] = raw
+    return {name: _flatten(name, raws) for name in sorted(raws)}
+
+
+def profiles_for(matrix: Matrix, cell: Cell,
+                 loaded: Mapping[str, Profile] | None = None) -> list[Profile]:
+    """The cell's profiles, each flattened through `extends`; unknown names are an InputError
+    located in the matrix file."""
+    known = load_profiles(matrix.profile_paths) if loaded is None else loaded
+    missing = [name for name in cell.profiles if name not in known]
+    if missing:
+        where = _matrix_position(matrix.path, missing[0])
+        raise InputError(
+            f"{where}: unknown profile {missing[0]!r}{_suggest(missing[0], list(known))}",
+            hint=f"known profiles: {', '.join(known)}; add your own to a directory named in "
+                 "`profile_paths`")
+    return [known[name] for name in cell.profiles]
+
+
+def _matrix_position(path: Path, name: str) -> str:
+    """`file:line:col: profiles[i]` of a profile name in the matrix, for messages."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return f"{path}:1:1: profiles"
+    top = {k.value: v for k, v in getattr(root, "value", ()) if isinstance(k, yaml.ScalarNode)}
+    for i, item in enumerate(getattr(top.get("profiles"), "value", ())):
+        if getattr(item, "value", None) == name:
+            return f"{path}:{item.start_mark.line + 1}:{item.start_mark.column + 1}: profiles[{i}]"
+    return f"{path}:1:1: profiles"

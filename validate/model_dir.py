@@ -1,0 +1,477 @@
+"""Probe: inspect a model directory (diffusers or Wan native layout) without loading tensors.
+
+Standalone: standard library only (torch, when importable, for free GPU memory); never imports
+builder. `builder inspect` loads this file too. As a probe, inside an image:
+
+    python -I validate/model_dir.py OPTIONS_JSON_FILE
+    options: {"model_dir": str, "min_gpu_memory_gb": number | null}
+
+The last stdout line is one JSON object; the exit status is 0 for pass and skipped, else 1:
+
+    {"probe": "model-dir", "status": "pass" | "fail" | "error" | "skipped", "reason": str,
+     "evidence": str, "details": {
+        "model_dir": str,
+        "layout": "diffusers" | "wan-native" | "unknown",
+        "pipeline": str,              # WanPipeline, wan.WanT2V, ... or "unknown"
+        "profile": "wan2.1" | "wan2.2" | "wan2.2-s2v" | "wan2.2-animate" | "multitalk" | "unknown",
+        "experts": 0 | 1 | 2,
+        "boundary_ratio": number | null,
+        "components": [{"name": str, "path": str, "files": [str], "params": int,
+                        "stored_bytes": int, "estimate": "header" | "file size",
+                        "bytes": {"bf16": int, "fp16": int, "fp32": int}}],
+        "total": {"params": int, "stored_bytes": int, "estimate": str, "bytes": {...}},
+        "memory": {"need_bf16_bytes": int, "min_gpu_memory_gb": number | null,
+                   "fits_min_gpu_memory": bool | null, "gpu": {...} | null,
+                   "fits_free_gpu_memory": bool | null},
+        "findings": [{"level": "error" | "warning" | "info", "path": str, "message": str}]}}
+
+Safetensors sizes come from the headers (8-byte little-endian length, then JSON with each
+tensor's dtype, shape and data offsets); .pth/.bin/.pt/.ckpt sizes are estimates from the file
+size (2 bytes a parameter when the name says bf16/fp16, else 4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+PROBE = "model-dir"
+GIB = 1024**3
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+OTHER_WEIGHTS = (".pth", ".bin", ".pt", ".ckpt")
+EXPERTS = ("high_noise_model", "low_noise_model")
+VAES = {"Wan2.2_VAE.pth": "2.2", "Wan2.1_VAE.pth": "2.1"}
+T5 = "models_t5_umt5-xxl-enc-bf16.pth"
+CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+DIT = "diffusion_pytorch_model"
+VARIANTS = frozenset({"fp16", "bf16", "fp32", "fp8", "half"})
+NATIVE_MARKERS = (*VAES, T5, *EXPERTS)
+NATIVE_PIPELINES = {
+    "t2v": "wan.WanT2V",
+    "i2v": "wan.WanI2V",
+    "ti2v": "wan.WanTI2V",
+    "s2v": "wan.WanS2V",
+    "animate": "wan.WanAnimate",
+    "multitalk": "wan.MultiTalkPipeline",
+}
+PROFILES = {"animate": "wan2.2-animate", "s2v": "wan2.2-s2v", "multitalk": "multitalk"}
+
+
+# --- weights -----------------------------------------------------------------------------------
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file, without reading any tensor."""
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError("shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+            raise ValueError(f"header length {length} exceeds the file")
+        header = json.loads(handle.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def safetensors_size(path: Path) -> tuple[int, int]:
+    """(parameters, stored bytes) of a .safetensors file, from its header."""
+    params = stored = 0
+    for name, tensor in read_safetensors_header(path).items():
+        if name != "__metadata__":
+            params += math.prod(tensor["shape"])
+            start, end = tensor["data_offsets"]
+            stored += end - start
+    return params, stored
+
+
+def file_size_estimate(path: Path) -> tuple[int, int]:
+    """(parameters, bytes) of a pickled checkpoint, guessed from its size and name."""
+    size = path.stat().st_size
+    half = any(tag in path.name.lower() for tag in ("bf16", "fp16", "half"))
+    return size // (2 if half else 4), size
+
+
+def weight_files(
+    root: Path, directory: Path, prefix: str, findings: list[dict[str, str]]
+) -> list[Path]:
+    """The weight files of a directory: the shards of an index, else every weight file."""
+    indexes = sorted(directory.glob(f"{prefix}*.safetensors.index.json"), key=lambda p: len(p.name))
+    if indexes:
+        return _index_shards(root, indexes[0], findings)
+    for pattern in (".safetensors", *OTHER_WEIGHTS):
+        files = _drop_variants(sorted(directory.glob(f"{prefix}*{pattern}")))
+        if files:
+            return files
+    return []
+
+
+def _index_shards(root: Path, index: Path, findings: list[dict[str, str]]) -> list[Path]:
+    weight_map = json.loads(index.read_text()).get("weight_map", {})
+    shards = [index.parent / name for name in sorted(set(weight_map.values()))]
+    for shard in shards:
+        if not shard.is_file():
+            message = f"shard listed in {index.name} is missing"
+            findings.append(_finding("error", _rel(root, shard), message))
+    return [shard for shard in shards if shard.is_file()]
+
+
+def _drop_variants(files: list[Path]) -> list[Path]:
+    """`model.fp16.safetensors` is a variant of `model.safetensors`: count one of them."""
+    plain = [path for path in files if Path(path.stem).suffix.lstrip(".") not in VARIANTS]
+    return plain or files
+
+
+def measure(
+    name: str, root: Path, files: list[Path], findings: list[dict[str, str]]
+) -> dict[str, Any]:
+    """One component's parameters and bytes."""
+    params = stored = 0
+    estimated = False
+    for path in files:
+        try:
+            size = (
+                safetensors_size(path)
+                if path.suffix == ".safetensors"
+                else file_size_estimate(path)
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            findings.append(_finding("error", _rel(root, path), f"unreadable weights: {exc}"))
+            continue
+        params, stored = params + size[0], stored + size[1]
+        estimated = estimated or path.suffix != ".safetensors"
+    paths = [_rel(root, path) for path in files]
+    where = {"name": name, "path": _common(paths), "files": paths}
+    return where | _sizes(params, stored, estimated)
+
+
+def _sizes(params: int, stored: int, estimated: bool) -> dict[str, Any]:
+    return {
+        "params": params,
+        "stored_bytes": stored,
+        "estimate": "file size" if estimated else "header",
+        "bytes": {"bf16": params * 2, "fp16": params * 2, "fp32": params * 4},
+    }
+
+
+def total(components: list[dict[str, Any]]) -> dict[str, Any]:
+    params = sum(c["params"] for c in components)
+    stored = sum(c["stored_bytes"] for c in components)
+    estimated = any(c["estimate"] == "file size" for c in components)
+    return _sizes(params, stored, estimated)
+
+
+def _common(paths: list[str]) -> str:
+    parents = {path.rsplit("/", 1)[0] if "/" in path else "." for path in paths}
+    return parents.pop() if len(parents) == 1 else "."
+
+
+# --- layouts -----------------------------------------------------------------------------------
+
+
+def _finding(level: str, path: Path | str, message: str) -> dict[str, str]:
+    return {"level": level, "path": str(path), "message": message}
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _read_json(path: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        findings.append(_finding("error", path.name, f"unreadable JSON: {exc}"))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "model_index.json").is_file():
+        return "diffusers"
+    if any((root / name).exists() for name in NATIVE_MARKERS):
+        return "wan-native"
+    return "unknown"
+
+
+def _kind(*texts: str) -> str:
+    """animate, s2v or multitalk when a class name, model type or file name says so."""
+    text = " ".join(texts).lower()
+    for kind, words in (("animate", ("animate",)), ("s2v", ("s2v", "speech", "sound"))):
+        if any(word in text for word in words):
+            return kind
+    return "multitalk" if "multitalk" in text else ""
+
+
+def guess_profile(kind: str, experts: int, vae: str) -> str:
+    if kind:
+        return PROFILES[kind]
+    if experts == 2 or vae == "2.2":
+        return "wan2.2"
+    return "wan2.1" if vae == "2.1" else "unknown"
+
+
+def inspect_diffusers(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+    index = _read_json(root / "model_index.json", findings)
+    listed = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    present = [k for k, v in listed.items() if any(part is not None for part in v)]
+    findings += _diffusers_files(root, listed, present)
+    experts = sum(1 for name in ("transformer", "transformer_2") if name in present)
+    boundary = index.get("boundary_ratio")
+    if boundary is not None and "transformer_2" not in present:
+        findings.append(
+            _finding("error", "model_index.json", "boundary_ratio without transformer_2")
+        )
+    class_name = str(index.get("_class_name", "unknown"))
+    is_wan = class_name.startswith("Wan") or experts == 2
+    profile = guess_profile(_kind(class_name), experts, _vae(root)) if is_wan else "unknown"
+    components = _components(root, present, findings)
+    return _layout("diffusers", class_name, profile, experts, boundary, components)
+
+
+def _diffusers_files(
+    root: Path, listed: dict[str, Any], present: list[str]
+) -> list[dict[str, str]]:
+    found = [
+        _finding("error", f"{name}/", "listed in model_index.json but missing")
+        for name in present
+        if not (root / name).is_dir()
+    ]
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and not path.name.startswith(".") and path.name not in listed:
+            found.append(_finding("warning", f"{path.name}/", "not listed in model_index.json"))
+    return found
+
+
+def _vae(root: Path) -> str:
+    """The Wan VAE generation of a diffusers `vae/` (z_dim 16: Wan2.1, 48: Wan2.2), or ''."""
+    z_dim = _read_json(root / "vae" / "config.json", []).get("z_dim")
+    return {48: "2.2", 16: "2.1"}.get(z_dim, "") if isinstance(z_dim, int) else ""
+
+
+def _components(
+    root: Path, names: list[str], findings: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Measured component directories; one with a config.json is a model and needs weights."""
+    components = []
+    for name in names:
+        directory = root / name
+        files = weight_files(root, directory, "", findings) if directory.is_dir() else []
+        if files:
+            components.append(measure(name, root, files, findings))
+        elif (directory / "config.json").is_file():
+            findings.append(_finding("error", f"{name}/", "has config.json but no weight files"))
+    return components
+
+
+def inspect_native(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+    config = _native_config(root, findings)
+    model_type = str(config.get("model_type", ""))
+    vae = next((version for name, version in VAES.items() if (root / name).is_file()), "")
+    experts = 2 if any((root / name).is_dir() for name in EXPERTS) else 1
+    findings += _native_missing(root, vae, experts)
+    names = " ".join(path.name for path in root.iterdir())
+    kind = _kind(model_type, str(config.get("_class_name", "")), names)
+    pipeline = NATIVE_PIPELINES.get(kind or model_type, "unknown")
+    components = _native_components(root, experts, findings)
+    profile = guess_profile(kind, experts, vae)
+    return _layout("wan-native", pipeline, profile, experts, None, components)
+
+
+def _native_config(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+    for candidate in (root / "config.json", *(root / name / "config.json" for name in EXPERTS)):
+        if candidate.is_file():
+            return _read_json(candidate, findings)
+    return {}
+
+
+def _native_missing(root: Path, vae: str, experts: int) -> list[dict[str, str]]:
+    found = []
+    if not vae:
+        found.append(_finding("error", " or ".join(VAES), "no VAE weights"))
+    if not (root / T5).is_file():
+        found.append(_finding("error", T5, "no T5 text-encoder weights"))
+    for name in EXPERTS if experts == 2 else ():
+        if not (root / name).is_dir():
+            found.append(_finding("error", f"{name}/", "a two-expert model needs both experts"))
+    if experts == 1 and not list(root.glob(f"{DIT}*.safetensors*")):
+        found.append(_finding("error", f"{DIT}*.safetensors", "no diffusion-model weights"))
+    return found
+
+
+def _native_components(
+    root: Path, experts: int, findings: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    components = _components(root, [name for name in EXPERTS if (root / name).is_dir()], findings)
+    dit = weight_files(root, root, DIT, findings)
+    if dit:
+        components.append(measure("transformer", root, dit, findings))
+    known = {*VAES, T5, CLIP, "multitalk.safetensors"}
+    for path in sorted(p for p in root.iterdir() if _is_weight(p) and not p.name.startswith(DIT)):
+        components.append(measure(path.stem, root, [path], findings))
+        if path.name not in known:
+            findings.append(_finding("warning", path.name, "unexpected weight file at the top"))
+    others = [p.name for p in root.iterdir() if p.is_dir() and p.name not in EXPERTS]
+    return components + _components(root, sorted(n for n in others if n[0] != "."), findings)
+
+
+def _is_weight(path: Path) -> bool:
+    return path.is_file() and path.suffix in (".safetensors", *OTHER_WEIGHTS)
+
+
+def _layout(
+    layout: str,
+    pipeline: str,
+    profile: str,
+    experts: int,
+    boundary: object,
+    components: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "layout": layout,
+        "pipeline": pipeline,
+        "profile": profile,
+        "experts": experts,
+        "boundary_ratio": boundary,
+        "components": components,
+    }
+
+
+# --- memory and verdict ------------------------------------------------------------------------
+
+
+def memory(
+    need: int, min_gpu_memory_gb: float | None, gpu: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Compare the bf16 weights with the given minimum and, in a GPU container, free memory."""
+    given = None if min_gpu_memory_gb is None else need <= min_gpu_memory_gb * GIB
+    free = None if gpu is None else need <= gpu["free_bytes"]
+    return {
+        "need_bf16_bytes": need,
+        "min_gpu_memory_gb": min_gpu_memory_gb,
+        "fits_min_gpu_memory": given,
+        "gpu": gpu,
+        "fits_free_gpu_memory": free,
+    }
+
+
+def inspect_dir(
+    root: Path, min_gpu_memory_gb: float | None, gpu: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything the probe reports about one model directory (the `details`)."""
+    findings: list[dict[str, str]] = []
+    layout = detect_layout(root)
+    if layout == "diffusers":
+        details = inspect_diffusers(root, findings)
+        if any((root / name).exists() for name in NATIVE_MARKERS):
+            findings.append(_finding("warning", ".", "Wan native files next to model_index.json"))
+    elif layout == "wan-native":
+        details = inspect_native(root, findings)
+    else:
+        details = _layout("unknown", "unknown", "unknown", 0, None, [])
+    details["total"] = total(details["components"])
+    need = details["total"]["bytes"]["bf16"]
+    details["memory"] = memory(need, min_gpu_memory_gb, gpu)
+    return {"model_dir": str(root), **details, "findings": findings}
+
+
+def verdict(details: dict[str, Any]) -> tuple[str, str]:
+    """(status, reason) of an inspection."""
+    errors = [f for f in details["findings"] if f["level"] == "error"]
+    need = details["memory"]["need_bf16_bytes"] / GIB
+    if details["layout"] == "unknown":
+        return "fail", "no model_index.json and no Wan native files: not a known model layout"
+    if errors:
+        first = errors[0]
+        return "fail", f"{len(errors)} problem(s); first: {first['path']}: {first['message']}"
+    if details["memory"]["fits_min_gpu_memory"] is False:
+        given = details["memory"]["min_gpu_memory_gb"]
+        return "fail", f"bf16 weights need {need:.1f} GiB, more than the {given:g} GiB given"
+    if details["memory"]["fits_free_gpu_memory"] is False:
+        free = details["memory"]["gpu"]["free_bytes"] / GIB
+        return "fail", f"bf16 weights need {need:.1f} GiB, more than the {free:.1f} GiB free"
+    return "pass", (
+        f"{details['layout']} layout, {details['pipeline']}, profile {details['profile']}, "
+        f"{details['experts']} expert(s), {details['total']['params']:,} parameters, "
+        f"{need:.1f} GiB in bf16"
+    )
+
+
+def evidence(details: dict[str, Any]) -> str:
+    """What the verdict rests on: the layout, each component measured, each finding."""
+    lines = [
+        f"{details['layout']} layout: pipeline {details['pipeline']}, "
+        f"profile {details['profile']}, {details['experts']} expert(s)"
+    ]
+    lines += [
+        f"{c['path']}: {len(c['files'])} file(s), {c['params']:,} parameters ({c['estimate']})"
+        for c in details["components"]
+    ]
+    lines += [f"{f['level']}: {f['path']}: {f['message']}" for f in details["findings"]]
+    return "\n".join(lines)
+
+
+def result(status: str, reason: str, details: dict[str, Any], text: str = "") -> dict[str, Any]:
+    return {
+        "probe": PROBE,
+        "status": status,
+        "reason": reason,
+        "details": details,
+        "evidence": text,
+    }
+
+
+def run(options: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The probe's answer for its options; `gpu` is free device memory when known."""
+    model_dir = options.get("model_dir")
+    if not model_dir:
+        return result("skipped", "no model_dir in the options", {})
+    root = Path(model_dir)
+    if not root.is_dir():
+        return result("error", f"{root}: not a directory", {})
+    details = inspect_dir(root, options.get("min_gpu_memory_gb"), gpu)
+    status, reason = verdict(details)
+    return result(status, reason, details, evidence(details))
+
+
+def cuda_memory() -> dict[str, Any] | None:
+    """Free and total memory of CUDA device 0, when torch is there and sees a GPU."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total_bytes = torch.cuda.mem_get_info()
+    return {"device": torch.cuda.get_device_name(0), "free_bytes": free, "total_bytes": total_bytes}
+
+
+def _forget_own_folder() -> None:
+    """Before 3.11, -I keeps the script's folder on sys.path, and validate/numpy.py would shadow
+    the numpy that torch imports."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != here]
+
+
+def main(argv: list[str]) -> int:
+    _forget_own_folder()
+    try:
+        options = json.loads(Path(argv[1]).read_text())
+        answer = run(options, cuda_memory())
+    except Exception as exc:  # a probe always answers with one JSON line
+        reason = f"{type(exc).__name__}: {exc}"
+        answer = result("error", reason, {}, traceback.format_exc())
+    print(json.dumps(answer))
+    return 0 if answer["status"] in ("pass", "skipped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -93,14 +93,19 @@ def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output
 @cli.command("matrix", epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
-def matrix_cmd(matrix_path: Path, cells: tuple[str, ...], fmt: str) -> int:
-    """Print the expanded cells of the matrix."""
+@click.option("--format", "fmt", type=click.Choice(["json", "github", "bake"]), default="json",
+              show_default=True,
+              help="json: the cells; github: a strategy.matrix for fan-out jobs (one line); "
+              "bake: a docker-bake.json with one target per cell.")
+@click.pass_context
+def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str) -> int:
+    """Print the expanded cells of the matrix, or a CI fan-out of them."""
+    from builder.fanout import render_fanout
     from builder.matrix import load_matrix, select_cells
 
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
-    click.echo(json.dumps({"cells": [c.to_json() for c in selected]}, indent=2))
+    click.echo(render_fanout(matrix, selected, fmt, ctx.obj["environ"]))
     return errors.OK
 
 
@@ -209,6 +214,33 @@ def validate(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], engi
     return errors.CELLS_FAILED if bad else errors.OK
 
 
+@cli.command("report", epilog=EXIT_CODES)
+@click.argument("reports", nargs=-1, required=True, metavar="REPORT_JSON...",
+                type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "junit", "json"]),
+              help="Default: md; json with --merge. --diff prints md or json.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write here (atomically) instead of stdout.")
+@click.option("--diff", "old", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="OLD_JSON", help="Show what changed since OLD_JSON; exit 1 if something "
+              "that passed there fails now.")
+@click.option("--merge", is_flag=True,
+              help="Merge the per-cell reports of fan-out jobs (a later duplicate cell wins).")
+@click.pass_context
+def report_cmd(ctx: click.Context, reports: tuple[Path, ...], fmt: str | None,
+               output: Path | None, old: Path | None, merge: bool) -> int:
+    """Render a report.json as Markdown, HTML, JUnit XML or JSON; diff or merge reports."""
+    from builder.lock import write_atomic
+    from builder.report import run_report
+
+    text, code = run_report(reports, fmt=fmt, merge=merge, old=old, log=_log(ctx))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+    return code
+
+
 @cli.command(epilog=EXIT_CODES)
 def schema() -> int:
     """Print the JSON Schema of matrix.yaml (for yaml-language-server and editors)."""
@@ -259,6 +291,32 @@ def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
     output, code = run_inspect(model_dir, fmt, gpu_memory_gb)
     click.echo(output)
     return code
+
+
+@cli.command(epilog=EXIT_CODES)
+@matrix_option
+@cell_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--offline", is_flag=True, help="Use cached index metadata only.")
+@click.pass_context
+def check(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str,
+          offline: bool) -> int:
+    """Check each cell against its model profiles and the index, without building anything.
+
+    Exits 1 when any cell has an error finding. Metadata is cached in $BUILDER_CACHE_DIR
+    (default ~/.cache/builder/metadata).
+    """
+    from builder.check import Options, check_cells, render_json, render_text
+    from builder.matrix import load_matrix, select_cells
+
+    environ = ctx.obj["environ"]
+    cache = Path(environ.get("BUILDER_CACHE_DIR") or Path.home() / ".cache/builder/metadata")
+    matrix = load_matrix(matrix_path)
+    options = Options(environ=environ, cache_dir=cache, offline=offline)
+    reports = check_cells(matrix, select_cells(matrix, cells), options, _log(ctx))
+    click.echo(render_json(reports) if fmt == "json" else render_text(reports))
+    return errors.OK if all(r.ok for r in reports) else errors.CELLS_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> None:

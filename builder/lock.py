@@ -253,6 +253,16 @@ class Resolution:
     error: str | None = None
 
 
+def index_args(cell: Cell) -> list[str]:
+    """The cell's index, extra indexes and wheelhouses as pip/uv options."""
+    argv = ["--index-url", cell.indexes.index_url] if cell.indexes.index_url else []
+    for url in cell.indexes.extra_index_urls:
+        argv += ["--extra-index-url", url]
+    for wheelhouse in cell.indexes.wheelhouse:
+        argv += ["--find-links", str(wheelhouse)]
+    return argv
+
+
 def uv_command(
     cell: Cell,
     *,
@@ -275,12 +285,7 @@ def uv_command(
     ]
     if hashes:
         argv.append("--generate-hashes")
-    if cell.indexes.index_url:
-        argv += ["--index-url", cell.indexes.index_url]
-    for url in cell.indexes.extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for wheelhouse in cell.indexes.wheelhouse:
-        argv += ["--find-links", str(wheelhouse)]
+    argv += index_args(cell)
     if upgrade:
         argv.append("--upgrade")
     for name in upgrade_packages:
@@ -332,6 +337,7 @@ def _uv_env(cell: Cell, environ: dict[str, str]) -> dict[str, str]:
     if cell.indexes.ca_bundle is not None:
         env["SSL_CERT_FILE"] = str(cell.indexes.ca_bundle)
     env.setdefault("UV_NATIVE_TLS", "1")
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # resolve for a version, never fetch one
     return env
 
 

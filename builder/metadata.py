@@ -4,8 +4,9 @@ Two documents per package, each trimmed to the fields `check` reads and cached u
 `<cache>/<index-slug>/`, keyed by index URL and package:
 
 - the project page (PEP 691 JSON, or PEP 503 HTML from indexes that only serve that): each
-  file's name, Requires-Python, yanked flag and URL, in `<name>.json`, fetched again once older
-  than `max_age` seconds;
+  file's name, Requires-Python and yanked flag in `<name>.json`, the wheels' URLs apart in
+  `<name>.urls.json` (read only to fetch core metadata); fetched again once older than
+  `max_age` seconds;
 - a release's core metadata (PEP 658 `<wheel-url>.metadata`): its Requires-Dist, in
   `<name>/<version>.json`. A release never changes, so a found one is kept for good.
 
@@ -42,7 +43,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from builder import __version__
 from builder.lock import write_atomic
@@ -51,6 +52,7 @@ PYPI = "https://pypi.org/simple/"
 DEFAULT_MAX_AGE = 24 * 3600.0
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _JSON = "application/vnd.pypi.simple.v1+json"
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
 _ACCEPT = f"{_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 
 # (url, accept) -> (body, content type), or None when the index has no such document (404).
@@ -68,29 +70,31 @@ class File:
     filename: str
     requires_python: str | None = None
     yanked: bool = False
-    url: str | None = None
-
-    @cached_property
-    def _parsed(self) -> tuple[Version, frozenset[Tag]] | None:
-        try:
-            if self.filename.endswith(".whl"):
-                _, version, _, tags = parse_wheel_filename(self.filename)
-                return version, tags
-            return parse_sdist_filename(self.filename)[1], frozenset()
-        except (InvalidWheelFilename, InvalidSdistFilename):
-            return None  # eggs, installers and misnamed uploads: never chosen by pip or uv
 
     @property
-    def version(self) -> Version | None:
-        return self._parsed[0] if self._parsed else None
+    def raw_version(self) -> str | None:
+        """The version as the file name spells it: cheap, for grouping thousands of files."""
+        if self.filename.endswith(".whl"):
+            parts = self.filename.split("-")
+            return parts[1] if len(parts) >= 5 else None
+        for suffix in _SDIST_SUFFIXES:
+            if self.filename.endswith(suffix):
+                stem = self.filename[: -len(suffix)]
+                return stem.rsplit("-", 1)[1] if "-" in stem else None
+        return None  # eggs, installers: never chosen by pip or uv
 
     @property
     def is_wheel(self) -> bool:
         return self.filename.endswith(".whl")
 
-    @property
+    @cached_property
     def tags(self) -> frozenset[Tag]:
-        return self._parsed[1] if self._parsed else frozenset()
+        if not self.is_wheel:
+            return frozenset()
+        try:
+            return parse_wheel_filename(self.filename)[3]
+        except InvalidWheelFilename:
+            return frozenset()
 
     @property
     def is_pure(self) -> bool:
@@ -104,15 +108,8 @@ class File:
         except InvalidSpecifier:
             return True  # an unreadable Requires-Python is ignored by installers too
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"filename": self.filename}
-        if self.requires_python:
-            data["requires_python"] = self.requires_python
-        if self.yanked:
-            data["yanked"] = True
-        if self.url:
-            data["url"] = self.url
-        return data
+    def to_json(self) -> list[Any]:
+        return [self.filename, self.requires_python, int(self.yanked)]
 
 
 @dataclass(frozen=True)
@@ -124,10 +121,17 @@ class Project:
 
     @cached_property
     def releases(self) -> Mapping[Version, tuple[File, ...]]:
-        out: dict[Version, list[File]] = {}
+        by_text: dict[str, list[File]] = {}
         for f in self.files:
-            if f.version is not None:
-                out.setdefault(f.version, []).append(f)
+            raw = f.raw_version
+            if raw is not None:
+                by_text.setdefault(raw, []).append(f)
+        out: dict[Version, list[File]] = {}
+        for raw, files in by_text.items():
+            try:
+                out.setdefault(Version(raw), []).extend(files)
+            except InvalidVersion:
+                continue
         return {v: tuple(fs) for v, fs in sorted(out.items())}
 
     def files_for(self, version: Version) -> tuple[File, ...]:
@@ -173,8 +177,8 @@ class IndexCache:
 
     @property
     def online(self) -> bool:
-        """Fetching is allowed and has not failed yet (one failure: the index is down)."""
-        return self.fetch is not None and not self.errors
+        """Fetching is allowed, and has not failed so often that the index looks down."""
+        return self.fetch is not None and len(self.errors) < 3
 
     @property
     def root(self) -> Path:
@@ -188,8 +192,6 @@ class IndexCache:
         data = self._cached(self.root / f"{key}.json", self.max_age)
         if data is None and self.online:
             data = self._guarded(self._fetch_project, key)
-            if data is not None:
-                write_atomic(self.root / f"{key}.json", json.dumps(data, separators=(",", ":")))
         project = _project(key, data) if data else None
         with self._lock:
             self._memo[key] = project
@@ -209,8 +211,11 @@ class IndexCache:
         found = data.get("requires_dist") if data else None
         return tuple(found) if isinstance(found, list) else None
 
-    def _guarded(self, fetch: Callable[..., dict[str, Any] | None], *args: Any,
-                 ) -> dict[str, Any] | None:
+    def _guarded(
+        self,
+        fetch: Callable[..., dict[str, Any] | None],
+        *args: Any,
+    ) -> dict[str, Any] | None:
         try:
             return fetch(*args)
         except MetadataError as exc:
@@ -230,22 +235,30 @@ class IndexCache:
         return data if isinstance(data, dict) else None
 
     def _fetch_project(self, key: str) -> dict[str, Any]:
+        """Fetch a project page and cache it: the files in `<name>.json`, and the wheels' URLs
+        apart in `<name>.urls.json` (only core-metadata fetches need them)."""
         assert self.fetch is not None
         page = urllib.parse.urljoin(self.url.rstrip("/") + "/", f"{key}/")
         answer = self.fetch(page, _ACCEPT)
         if answer is None:
-            return {"name": key, "missing": True}  # cached too: no asking again per check
-        body, content_type = answer
-        files = _parse_json(body, page) if "json" in content_type else _parse_html(body, page)
-        return {"name": key, "files": [f.to_json() for f in files]}
+            data: dict[str, Any] = {"name": key, "missing": True}  # no asking again per check
+        else:
+            body, content_type = answer
+            pairs = _parse_json(body, page) if "json" in content_type else _parse_html(body, page)
+            urls = {f.filename: url for f, url in pairs if f.is_wheel}
+            write_atomic(self.root / f"{key}.urls.json", json.dumps(urls, separators=(",", ":")))
+            data = {"name": key, "files": [f.to_json() for f, _ in pairs]}
+        write_atomic(self.root / f"{key}.json", json.dumps(data, separators=(",", ":")))
+        return data
 
     def _fetch_core_metadata(self, key: str, version: Version) -> dict[str, Any] | None:
         assert self.fetch is not None
         project = self.project(key)
-        wheels = [f for f in (project.files_for(version) if project else ()) if f.is_wheel and f.url]
+        urls = self._cached(self.root / f"{key}.urls.json", None) or {}
+        wheels = [f for f in (project.files_for(version) if project else ()) if f.filename in urls]
         wheels.sort(key=lambda f: not f.is_pure)  # pure wheels carry the plainest metadata
         for wheel in wheels[:3]:
-            answer = self.fetch(f"{wheel.url}.metadata", "*/*")
+            answer = self.fetch(f"{urls[wheel.filename]}.metadata", "*/*")
             if answer is not None:
                 return _core_metadata(answer[0])
         return None
@@ -254,21 +267,29 @@ class IndexCache:
 def _project(key: str, data: Mapping[str, Any]) -> Project | None:
     if data.get("missing"):
         return None
-    files = tuple(File(filename=f["filename"], requires_python=f.get("requires_python"),
-                       yanked=bool(f.get("yanked")), url=f.get("url"))
-                  for f in data.get("files", ()))
+    files = tuple(
+        File(filename=f[0], requires_python=f[1], yanked=bool(f[2])) for f in data.get("files", ())
+    )
     return Project(name=key, files=files)
 
 
-def _parse_json(body: bytes, page: str) -> list[File]:
+def _parse_json(body: bytes, page: str) -> list[tuple[File, str]]:
     """PEP 691: `files` with `filename`, `url`, `requires-python` and `yanked`."""
     try:
         entries = json.loads(body)["files"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MetadataError(f"{page}: not a PEP 691 project page ({exc})") from None
-    return [File(filename=e["filename"], requires_python=e.get("requires-python") or None,
-                 yanked=bool(e.get("yanked")), url=urllib.parse.urljoin(page, e["url"]))
-            for e in entries]
+    return [
+        (
+            File(
+                filename=e["filename"],
+                requires_python=e.get("requires-python") or None,
+                yanked=bool(e.get("yanked")),
+            ),
+            urllib.parse.urljoin(page, e["url"]),
+        )
+        for e in entries
+    ]
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -277,7 +298,7 @@ class _Anchors(html.parser.HTMLParser):
     def __init__(self, page: str) -> None:
         super().__init__()
         self.page = page
-        self.files: list[File] = []
+        self.files: list[tuple[File, str]] = []
         self._attrs: dict[str, str | None] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -287,13 +308,20 @@ class _Anchors(html.parser.HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._attrs is not None and data.strip():
             href = (self._attrs.get("href") or "").split("#", 1)[0]
-            self.files.append(File(
-                filename=data.strip(), requires_python=self._attrs.get("data-requires-python"),
-                yanked="data-yanked" in self._attrs, url=urllib.parse.urljoin(self.page, href)))
+            self.files.append(
+                (
+                    File(
+                        filename=data.strip(),
+                        requires_python=self._attrs.get("data-requires-python"),
+                        yanked="data-yanked" in self._attrs,
+                    ),
+                    urllib.parse.urljoin(self.page, href),
+                )
+            )
             self._attrs = None
 
 
-def _parse_html(body: bytes, page: str) -> list[File]:
+def _parse_html(body: bytes, page: str) -> list[tuple[File, str]]:
     parser = _Anchors(page)
     parser.feed(body.decode("utf-8", "replace"))
     return parser.files
@@ -301,8 +329,10 @@ def _parse_html(body: bytes, page: str) -> list[File]:
 
 def _core_metadata(body: bytes) -> dict[str, Any]:
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(body)
-    return {"requires_dist": [str(r) for r in message.get_all("Requires-Dist") or []],
-            "requires_python": message.get("Requires-Python")}
+    return {
+        "requires_dist": [str(r) for r in message.get_all("Requires-Dist") or []],
+        "requires_python": message.get("Requires-Python"),
+    }
 
 
 # ---------------------------------------------------------------- local wheelhouses
@@ -314,10 +344,18 @@ class Wheelhouse:
 
     paths: tuple[Path, ...]
 
+    @cached_property
+    def _by_project(self) -> Mapping[str, tuple[File, ...]]:
+        out: dict[str, list[File]] = {}
+        for path in (p for d in self.paths for p in sorted(d.iterdir()) if p.is_file()):
+            key = _file_project(path.name)
+            if key is not None:
+                out.setdefault(key, []).append(File(filename=path.name))
+        return {k: tuple(v) for k, v in out.items()}
+
     def project(self, name: str) -> Project | None:
         key = canonicalize_name(name)
-        files = tuple(File(filename=p.name) for d in self.paths for p in sorted(d.iterdir())
-                      if p.is_file() and _file_project(p.name) == key)
+        files = self._by_project.get(key)
         return Project(name=key, files=files) if files else None
 
     def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
@@ -338,34 +376,65 @@ def _file_project(filename: str) -> str | None:
 
 @dataclass(frozen=True)
 class Sources:
-    """A cell's indexes in uv's default order (`first-index`): the first that has a project
-    answers for it. Wheelhouses come first, then extra index URLs, then the index URL."""
+    """A cell's indexes in uv's default order (`first-index`): the first index that has a
+    project answers for it; files in the cell's wheelhouses (`--find-links`) are added to it."""
 
-    members: tuple[Metadata, ...]
+    indexes: tuple[Metadata, ...]
+    wheelhouse: Wheelhouse | None = None
 
     def _owner(self, name: str) -> tuple[Metadata, Project] | None:
-        for member in self.members:
-            project = member.project(name)
+        for index in self.indexes:
+            project = index.project(name)
             if project is not None:
-                return member, project
+                return index, project
         return None
 
     def project(self, name: str) -> Project | None:
         found = self._owner(name)
-        return found[1] if found else None
+        local = self.wheelhouse.project(name) if self.wheelhouse else None
+        if found and local:
+            return Project(name=found[1].name, files=found[1].files + local.files)
+        return found[1] if found else local
 
     def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
         found = self._owner(name)
         return found[0].requires_dist(name, version) if found else None
 
+    @property
+    def errors(self) -> list[str]:
+        """What could not be fetched, from every index that keeps such a list."""
+        return [e for index in self.indexes for e in getattr(index, "errors", ())]
 
-def sources(index_url: str | None, extra_index_urls: Sequence[str], wheelhouse: Sequence[Path],
-            cache_dir: Path, fetch: Fetch | None, max_age: float = DEFAULT_MAX_AGE) -> Sources:
-    """The metadata sources of one cell's indexes."""
-    urls = [*extra_index_urls, index_url or PYPI]
-    members: list[Metadata] = [Wheelhouse(tuple(wheelhouse))] if wheelhouse else []
-    members += [IndexCache(url, cache_dir, fetch, max_age) for url in urls]
-    return Sources(tuple(members))
+
+@dataclass
+class IndexPool:
+    """The indexes of one run, shared by its cells (so each page is read once per run)."""
+
+    cache_dir: Path
+    fetch: Fetch | None = None
+    max_age: float = DEFAULT_MAX_AGE
+    _caches: dict[str, IndexCache] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def index(self, url: str) -> IndexCache:
+        with self._lock:
+            if url not in self._caches:
+                self._caches[url] = IndexCache(url, self.cache_dir, self.fetch, self.max_age)
+            return self._caches[url]
+
+    def for_indexes(
+        self,
+        index_url: str | None,
+        extra_index_urls: Sequence[str],
+        wheelhouse: Sequence[Path] = (),
+    ) -> Sources:
+        """A cell's sources: its extra index URLs, then its index URL, plus its wheelhouses."""
+        indexes = tuple(self.index(url) for url in (*extra_index_urls, index_url or PYPI))
+        return Sources(indexes, Wheelhouse(tuple(wheelhouse)) if wheelhouse else None)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for cache in list(self._caches.values()) for e in cache.errors]
 
 
 def prefetch(source: Metadata, names: Iterable[str], workers: int = 16) -> None:
@@ -388,12 +457,13 @@ def ca_bundle(configured: Path | None, environ: Mapping[str, str]) -> Path | Non
     return SYSTEM_CA if SYSTEM_CA.is_file() else None
 
 
-def urllib_fetch(cafile: Path | None, timeout: float = 30.0) -> Fetch:
-    """A `Fetch` over urllib with an explicit CA bundle (TLS-intercepting proxies need it)."""
+def urllib_fetch(cafile: Path | None, timeout: float = 30.0, attempts: int = 3) -> Fetch:
+    """A `Fetch` over urllib with an explicit CA bundle (TLS-intercepting proxies need it).
+    Transient failures (connection errors, 5xx) are tried again, `attempts` times in all."""
     context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     agent = f"builder/{__version__} (check)"
 
-    def fetch(url: str, accept: str) -> tuple[bytes, str] | None:
+    def once(url: str, accept: str) -> tuple[bytes, str] | None:
         request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": agent})
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
@@ -404,5 +474,14 @@ def urllib_fetch(cafile: Path | None, timeout: float = 30.0) -> Fetch:
             raise MetadataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise MetadataError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+    def fetch(url: str, accept: str) -> tuple[bytes, str] | None:
+        for attempt in range(attempts):
+            try:
+                return once(url, accept)
+            except MetadataError:
+                if attempt == attempts - 1:
+                    raise
+        return None
 
     return fetch

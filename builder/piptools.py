@@ -20,8 +20,16 @@ TIMEOUT = 1800
 
 def compile_script(cell: Cell, upgrade_packages: Sequence[str], previous: bool) -> str:
     """The shell run in the container: a throwaway venv with pip-tools, then pip-compile."""
-    args = ["--quiet", "--generate-hashes", "--no-header", "--allow-unsafe", "--strip-extras",
-            "--output-file", "/work/out.txt", "/work/requirements.in"]
+    args = [
+        "--quiet",
+        "--generate-hashes",
+        "--no-header",
+        "--allow-unsafe",
+        "--strip-extras",
+        "--output-file",
+        "/work/out.txt",
+        "/work/requirements.in",
+    ]
     if cell.indexes.index_url:
         args += ["--index-url", cell.indexes.index_url]
     for url in cell.indexes.extra_index_urls:
@@ -31,13 +39,21 @@ def compile_script(cell: Cell, upgrade_packages: Sequence[str], previous: bool) 
     for name in upgrade_packages:
         args += ["--upgrade-package", name]
     seed = "cp /work/previous.txt /work/out.txt && " if previous else ""
-    return (f"python{cell.base.python} -m venv /tmp/pt && /tmp/pt/bin/pip install -q pip-tools && "
-            f"{seed}/tmp/pt/bin/pip-compile {shlex.join(args)}")
+    return (
+        f"python{cell.base.python} -m venv /tmp/pt && /tmp/pt/bin/pip install -q pip-tools && "
+        f"{seed}/tmp/pt/bin/pip-compile {shlex.join(args)}"
+    )
 
 
-def resolve_pip_tools(matrix: Matrix, cell: Cell, environ: Mapping[str, str], *,
-                      previous: str | None = None, upgrade_packages: Sequence[str] = (),
-                      log: Log | None = None) -> Resolution:
+def resolve_pip_tools(
+    matrix: Matrix,
+    cell: Cell,
+    environ: Mapping[str, str],
+    *,
+    previous: str | None = None,
+    upgrade_packages: Sequence[str] = (),
+    log: Log | None = None,
+) -> Resolution:
     engine = DockerEngine(environ, log or Log(verbosity=-1))
     with tempfile.TemporaryDirectory(prefix="builder-piptools-") as tmp:
         work = Path(tmp)
@@ -47,14 +63,21 @@ def resolve_pip_tools(matrix: Matrix, cell: Cell, environ: Mapping[str, str], *,
         mounts = [Mount(work, "/work", read_only=False)]
         mounts += [Mount(w, f"/wheelhouse/{i}") for i, w in enumerate(cell.indexes.wheelhouse)]
         env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        ca = cell.indexes.ca_bundle or (Path(environ["BUILDER_CA_BUNDLE"])
-                                        if environ.get("BUILDER_CA_BUNDLE") else None)
+        ca = cell.indexes.ca_bundle or (
+            Path(environ["BUILDER_CA_BUNDLE"]) if environ.get("BUILDER_CA_BUNDLE") else None
+        )
         if ca is not None:
             mounts.append(Mount(ca, "/run/builder-ca.pem"))
             env["PIP_CERT"] = "/run/builder-ca.pem"
         script = compile_script(cell, upgrade_packages, previous is not None)
-        outcome = engine.run(cell.base.image, ["sh", "-c", script], mounts=mounts, network=True,
-                             timeout=TIMEOUT, environment=env)
+        outcome = engine.run(
+            cell.base.image,
+            ["sh", "-c", script],
+            mounts=mounts,
+            network=True,
+            timeout=TIMEOUT,
+            environment=env,
+        )
         if outcome.exit_code != 0:
             return Resolution(ok=False, error=explain_failure(outcome.stderr + outcome.stdout))
         return Resolution(ok=True, body=(work / "out.txt").read_text())

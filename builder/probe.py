@@ -67,15 +67,29 @@ def interpret(name: str, outcome: RunOutcome, timeout: float, memory: str) -> Pr
     seconds = round(outcome.seconds, 2)
     tail = (outcome.stderr or outcome.stdout)[-EVIDENCE_CHARS:]
     if outcome.timed_out:
-        return ProbeResult(probe=name, status="error", reason=f"timeout after {timeout:g}s",
-                           seconds=seconds, evidence=tail)
+        return ProbeResult(
+            probe=name,
+            status="error",
+            reason=f"timeout after {timeout:g}s",
+            seconds=seconds,
+            evidence=tail,
+        )
     code = outcome.exit_code
     if outcome.oom_killed or code == 137 or code == -signal.SIGKILL:
-        why = f"out of memory (limit {memory})" if outcome.oom_killed else "killed (SIGKILL, exit 137)"
+        why = (
+            f"out of memory (limit {memory})"
+            if outcome.oom_killed
+            else "killed (SIGKILL, exit 137)"
+        )
         return ProbeResult(probe=name, status="error", reason=why, seconds=seconds, evidence=tail)
     if code is not None and code < 0:
-        return ProbeResult(probe=name, status="error", reason=f"killed by {signal.Signals(-code).name}",
-                           seconds=seconds, evidence=tail)
+        return ProbeResult(
+            probe=name,
+            status="error",
+            reason=f"killed by {signal.Signals(-code).name}",
+            seconds=seconds,
+            evidence=tail,
+        )
     return _parse(name, outcome, seconds, tail)
 
 
@@ -86,13 +100,22 @@ def _parse(name: str, outcome: RunOutcome, seconds: float, tail: str) -> ProbeRe
         status = data["status"]
         assert status in STATUSES
     except (IndexError, ValueError, KeyError, TypeError, AssertionError):
-        return ProbeResult(probe=name, status="error",
-                           reason=f"probe printed no result (exit {outcome.exit_code})",
-                           seconds=seconds, evidence=tail)
-    return ProbeResult(probe=name, status=status, reason=str(data.get("reason", "")),
-                       seconds=seconds, details=dict(data.get("details") or {}),
-                       evidence=str(data.get("evidence") or "")[-EVIDENCE_CHARS:],
-                       warnings=tuple(str(w) for w in data.get("warnings") or ()))
+        return ProbeResult(
+            probe=name,
+            status="error",
+            reason=f"probe printed no result (exit {outcome.exit_code})",
+            seconds=seconds,
+            evidence=tail,
+        )
+    return ProbeResult(
+        probe=name,
+        status=status,
+        reason=str(data.get("reason", "")),
+        seconds=seconds,
+        details=dict(data.get("details") or {}),
+        evidence=str(data.get("evidence") or "")[-EVIDENCE_CHARS:],
+        warnings=tuple(str(w) for w in data.get("warnings") or ()),
+    )
 
 
 class Target(Protocol):
@@ -102,8 +125,13 @@ class Target(Protocol):
     app_path: str | None
     validate_dir: str
 
-    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
-            ) -> RunOutcome: ...
+    def run(
+        self,
+        script: str,
+        options: Mapping[str, Any],
+        timeout: float,
+        memory: str,
+    ) -> RunOutcome: ...
 
 
 @dataclass
@@ -119,14 +147,26 @@ class ImageTarget:
     validate_dir: str = "/builder/validate"
     app_path: str | None = None
 
-    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
-            ) -> RunOutcome:
+    def run(
+        self,
+        script: str,
+        options: Mapping[str, Any],
+        timeout: float,
+        memory: str,
+    ) -> RunOutcome:
         name = Path(script).stem
         (self.inputs / f"{name}.json").write_text(json.dumps(options))
         argv = ["python", "-I", f"{self.validate_dir}/{script}", f"/builder/in/{name}.json"]
         mounts = [Mount(self.validate_source, self.validate_dir), Mount(self.inputs, "/builder/in")]
-        return self.engine.run(self.image, argv, mounts=mounts, memory=memory, timeout=timeout,
-                               gpu=self.gpu, environment={"HF_HUB_OFFLINE": "1"})
+        return self.engine.run(
+            self.image,
+            argv,
+            mounts=mounts,
+            memory=memory,
+            timeout=timeout,
+            gpu=self.gpu,
+            environment={"HF_HUB_OFFLINE": "1"},
+        )
 
 
 @dataclass
@@ -144,27 +184,51 @@ class VenvTarget:
     def __post_init__(self) -> None:
         self.validate_dir = str(self.validate_source)
 
-    def run(self, script: str, options: Mapping[str, Any], timeout: float, memory: str,
-            ) -> RunOutcome:
+    def run(
+        self,
+        script: str,
+        options: Mapping[str, Any],
+        timeout: float,
+        memory: str,
+    ) -> RunOutcome:
         name = Path(script).stem
         options_file = self.inputs / f"{name}.json"
         options_file.write_text(json.dumps(options))
-        argv = [*self.isolate_network, str(self.python), "-I",
-                str(self.validate_source / script), str(options_file)]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.inputs),
-               "HF_HUB_OFFLINE": "1", "LANG": "C.UTF-8"}
+        argv = [
+            *self.isolate_network,
+            str(self.python),
+            "-I",
+            str(self.validate_source / script),
+            str(options_file),
+        ]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.inputs),
+            "HF_HUB_OFFLINE": "1",
+            "LANG": "C.UTF-8",
+        }
         return run_limited(argv, env, timeout, memory_bytes(memory))
 
 
-def run_limited(argv: Sequence[str], env: Mapping[str, str], timeout: float,
-                memory: int) -> RunOutcome:
-    """Run a process group with an address-space limit; kill the whole group at the timeout."""
+def run_limited(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float, memory: int
+) -> RunOutcome:
+    """Run a process group with a data-segment limit (not RLIMIT_AS: CUDA reserves huge virtual
+    ranges); kill the whole group at the timeout."""
+
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
 
     start = time.monotonic()
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=dict(env), text=True, start_new_session=True, preexec_fn=limit)
+    process = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        text=True,
+        start_new_session=True,
+        preexec_fn=limit,
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -175,8 +239,13 @@ def run_limited(argv: Sequence[str], env: Mapping[str, str], timeout: float,
         os.killpg(process.pid, signal.SIGKILL)
         raise
     oom = "MemoryError" in err or "std::bad_alloc" in err
-    return RunOutcome(process.returncode, out, err, time.monotonic() - start, oom_killed=oom
-                      and process.returncode != 0)
+    return RunOutcome(
+        process.returncode,
+        out,
+        err,
+        time.monotonic() - start,
+        oom_killed=oom and process.returncode != 0,
+    )
 
 
 def run_probe(target: Target, name: str, options: Mapping[str, Any]) -> ProbeResult:

@@ -65,8 +65,18 @@ from builder.matrix import (
 SHIPPED = Path(__file__).resolve().parent / "profiles"
 VARIANTS = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio")
 PROFILE_KEYS = (
-    "name", "extends", "source", "python", "requirements", "imports", "optional_imports",
-    "gpu_at_import", "min_gpu_memory_gb", "generate_variant", "loads_bin_weights", "known_bad",
+    "name",
+    "extends",
+    "source",
+    "python",
+    "requirements",
+    "imports",
+    "optional_imports",
+    "gpu_at_import",
+    "min_gpu_memory_gb",
+    "generate_variant",
+    "loads_bin_weights",
+    "known_bad",
 )
 RULE_KEYS = ("requirement", "source", "optional", "alternatives")
 KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
@@ -74,6 +84,7 @@ SEVERITIES = ("error", "warning", "info")
 HINT = "see builder/profiles/README.md for the profile format"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_NAME_AND_EXTRAS = re.compile(r"^\s*[A-Za-z0-9._-]+\s*(?:\[[^\]]*\])?\s*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +92,7 @@ class Rule:
     """A requirement of a profile, with where it comes from."""
 
     requirement: Requirement
+    text: str  # as written, so messages show `>=4.49.0,<=4.51.3` in the author's order
     source: str
     profile: str  # the profile that states it (a parent's, when inherited)
     optional: bool = False
@@ -93,6 +105,17 @@ class Rule:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.alternatives)
+
+    @property
+    def range(self) -> str:
+        """The version range as written (`>=4.49.0,<=4.51.3`), or "" for any version."""
+        return written_range(self.text)
+
+
+def written_range(requirement: str) -> str:
+    """The specifier part of a requirement as its author wrote it (packaging sorts it)."""
+    bare = _NAME_AND_EXTRAS.sub("", requirement.split(";", 1)[0], count=1).strip()
+    return bare.removeprefix("(").removesuffix(")").strip()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,14 +137,17 @@ class KnownBad:
     def from_data(cls, data: Mapping[str, Any], source_prefix: str = "") -> KnownBad:
         """A row from plain (already validated) data."""
         return cls(
-            when=tuple((canonicalize_name(k), SpecifierSet(str(v)))
-                       for k, v in data["when"].items()),
-            reason=str(data["reason"]).strip(),
-            source=source_prefix + str(data["source"]).strip(),
-            hint=str(data.get("hint") or "").strip(),
+            when=tuple(
+                (canonicalize_name(k), SpecifierSet(str(v))) for k, v in data["when"].items()
+            ),
+            reason=" ".join(str(data["reason"]).split()),
+            source=source_prefix + " ".join(str(data["source"]).split()),
+            hint=" ".join(str(data.get("hint") or "").split()),
             severity=str(data.get("severity") or "error"),
-            profile=tuple((k, tuple(v) if isinstance(v, list) else (v,))
-                          for k, v in (data.get("profile") or {}).items()),
+            profile=tuple(
+                (k, tuple(v) if isinstance(v, list) else (v,))
+                for k, v in (data.get("profile") or {}).items()
+            ),
         )
 
 
@@ -171,6 +197,14 @@ class _Raw:
     known_bad: tuple[KnownBad, ...]
 
 
+def _text(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+    """Free text (sources, reasons, hints): never rendered into a Dockerfile, so any string."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str") and node.value.strip():
+        return " ".join(str(node.value).split())
+    problems.add(node, where, f"expected text, got {_kind(node)}")
+    return None
+
+
 def _python(node: yaml.Node, where: str, problems: _Problems) -> SpecifierSet | None:
     text = _scalar(node, where, problems)
     try:
@@ -200,20 +234,31 @@ def _variant(node: yaml.Node, where: str, problems: _Problems) -> str | None:
         return None
     text = _scalar(node, where, problems)
     if text is not None and text not in VARIANTS:
-        problems.add(node, where, f"unknown variant {text!r}{_suggest(text, VARIANTS)} "
-                     f"(one of {', '.join(VARIANTS)}, or null)")
+        problems.add(
+            node,
+            where,
+            f"unknown variant {text!r}{_suggest(text, VARIANTS)} "
+            f"(one of {', '.join(VARIANTS)}, or null)",
+        )
         return None
     return text
 
 
 _FACTS: Mapping[str, Callable[[yaml.Node, str, _Problems], Any]] = {
-    "python": _python, "gpu_at_import": _bool, "min_gpu_memory_gb": _gigabytes,
-    "generate_variant": _variant, "loads_bin_weights": _bool,
+    "python": _python,
+    "gpu_at_import": _bool,
+    "min_gpu_memory_gb": _gigabytes,
+    "generate_variant": _variant,
+    "loads_bin_weights": _bool,
 }
 
 
-def _fact(key: str, node: yaml.Node, problems: _Problems, default_source: str,
-          ) -> tuple[str, Any, str]:
+def _fact(
+    key: str,
+    node: yaml.Node,
+    problems: _Problems,
+    default_source: str,
+) -> tuple[str, Any, str]:
     """A fact as (key, value, source), from `value` or `{value: ..., source: ...}`."""
     source = default_source
     if isinstance(node, yaml.MappingNode):
@@ -222,7 +267,7 @@ def _fact(key: str, node: yaml.Node, problems: _Problems, default_source: str,
             problems.add(node, _join(key, "value"), "missing required key")
             return key, None, source
         if "source" in fields:
-            source = _scalar(fields["source"][1], _join(key, "source"), problems) or source
+            source = _text(fields["source"][1], _join(key, "source"), problems) or source
         node = fields["value"][1]
     return key, _FACTS[key](node, key, problems), source
 
@@ -235,21 +280,36 @@ def _rule(node: yaml.Node, where: str, problems: _Problems, profile: str) -> Rul
     if not {"requirement", "source"} <= fields.keys():
         return None
     text = _scalar(fields["requirement"][1], _join(where, "requirement"), problems)
-    source = _scalar(fields["source"][1], _join(where, "source"), problems)
+    source = _text(fields["source"][1], _join(where, "source"), problems)
     try:
         requirement = Requirement(text or "")
     except InvalidRequirement as exc:
-        problems.add(fields["requirement"][1], _join(where, "requirement"),
-                     f"invalid requirement {text!r}: {str(exc).splitlines()[0]}")
+        problems.add(
+            fields["requirement"][1],
+            _join(where, "requirement"),
+            f"invalid requirement {text!r}: {str(exc).splitlines()[0]}",
+        )
         return None
-    optional = (_bool(fields["optional"][1], _join(where, "optional"), problems)
-                if "optional" in fields else False)
-    alternatives = (_strings(fields["alternatives"][1], _join(where, "alternatives"), problems)
-                    if "alternatives" in fields else ())
+    optional = (
+        _bool(fields["optional"][1], _join(where, "optional"), problems)
+        if "optional" in fields
+        else False
+    )
+    alternatives = (
+        _strings(fields["alternatives"][1], _join(where, "alternatives"), problems)
+        if "alternatives" in fields
+        else ()
+    )
     if text is None or source is None:
         return None
-    return Rule(requirement=requirement, source=source, profile=profile, optional=bool(optional),
-                alternatives=tuple(canonicalize_name(a) for a in alternatives))
+    return Rule(
+        requirement=requirement,
+        text=text,
+        source=source,
+        profile=profile,
+        optional=bool(optional),
+        alternatives=tuple(canonicalize_name(a) for a in alternatives),
+    )
 
 
 def _known_bad(node: yaml.Node, where: str, problems: _Problems, prefix: str) -> KnownBad | None:
@@ -265,12 +325,15 @@ def _known_bad(node: yaml.Node, where: str, problems: _Problems, prefix: str) ->
             _specifier(value, _join(_join(where, "when"), name), problems)
     for key in ("reason", "hint", "source"):
         if key in fields:
-            _scalar(fields[key][1], _join(where, key), problems)
+            _text(fields[key][1], _join(where, key), problems)
     if "severity" in fields:
         level = _scalar(fields["severity"][1], _join(where, "severity"), problems)
         if level is not None and level not in SEVERITIES:
-            problems.add(fields["severity"][1], _join(where, "severity"),
-                         f"expected one of {', '.join(SEVERITIES)}{_suggest(level, SEVERITIES)}")
+            problems.add(
+                fields["severity"][1],
+                _join(where, "severity"),
+                f"expected one of {', '.join(SEVERITIES)}{_suggest(level, SEVERITIES)}",
+            )
     if "profile" in fields:
         _mapping(fields["profile"][1], _join(where, "profile"), problems, tuple(_FACTS))
     if len(problems.items) > before or not {"when", "reason", "source"} <= fields.keys():
@@ -293,8 +356,9 @@ def _compose(path: Path) -> yaml.Node:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InputError(located(path, line, col, "", f"YAML syntax error: {exc.problem}"),
-                         hint=HINT) from None
+        raise InputError(
+            located(path, line, col, "", f"YAML syntax error: {exc.problem}"), hint=HINT
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read profile: {exc}", hint=HINT) from None
     if node is None:
@@ -315,17 +379,24 @@ def read_profile(path: Path) -> _Raw:
     for required in ("name", "source"):
         if required not in top and isinstance(node, yaml.MappingNode):
             problems.add(node, required, "missing required key")
-    name = _scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
+    name = (
+        _scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
+    )
     if name is not None and name != path.stem:
         problems.add(top["name"][1], "name", f"{name!r} does not match the file name {path.name!r}")
-    source = _scalar(top["source"][1], "source", problems) if "source" in top else None
+    source = _text(top["source"][1], "source", problems) if "source" in top else None
     raw = _sections(top, problems, path, name or path.stem, source or "")
     _raise(problems)
     return raw
 
 
-def _sections(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems, path: Path,
-              name: str, source: str) -> _Raw:
+def _sections(
+    top: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    problems: _Problems,
+    path: Path,
+    name: str,
+    source: str,
+) -> _Raw:
     def items(key: str) -> list[tuple[str, yaml.Node]]:
         nodes = _sequence(top[key][1], key, problems) if key in top else []
         return [(f"{key}[{i}]", n) for i, n in enumerate(nodes)]
@@ -334,15 +405,27 @@ def _sections(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problem
         return _strings(top[key][1], key, problems, _MODULE, "module name") if key in top else ()
 
     extends_node = top["extends"][1] if "extends" in top else None
-    extends = _scalar(extends_node, "extends", problems, _NAME, "profile name") \
-        if extends_node is not None else None
+    extends = (
+        _scalar(extends_node, "extends", problems, _NAME, "profile name")
+        if extends_node is not None
+        else None
+    )
     rules = [_rule(n, where, problems, name) for where, n in items("requirements")]
     bad = [_known_bad(n, where, problems, f"{name}: ") for where, n in items("known_bad")]
-    facts = tuple(_fact(k, top[k][1], problems, f"{name}: {source}") for k in _FACTS if k in top)
-    return _Raw(path=path, name=name, extends=extends, extends_node=extends_node, source=source,
-                facts=facts, requirements=tuple(r for r in rules if r),
-                imports=modules("imports"), optional_imports=modules("optional_imports"),
-                known_bad=tuple(b for b in bad if b))
+    stated = (_fact(k, top[k][1], problems, source) for k in _FACTS if k in top)
+    facts = tuple((key, value, f"{name}: {origin}") for key, value, origin in stated)
+    return _Raw(
+        path=path,
+        name=name,
+        extends=extends,
+        extends_node=extends_node,
+        source=source,
+        facts=facts,
+        requirements=tuple(r for r in rules if r),
+        imports=modules("imports"),
+        optional_imports=modules("optional_imports"),
+        known_bad=tuple(b for b in bad if b),
+    )
 
 
 def read_known_bad(path: Path) -> tuple[KnownBad, ...]:
@@ -365,7 +448,11 @@ def _merge(parent: Profile | None, raw: _Raw) -> Profile:
     rules.update((r.name, r) for r in raw.requirements)
     stated = {key: value for key, value, _ in raw.facts}
     return replace(
-        base, **stated, name=raw.name, path=raw.path, source=raw.source,
+        base,
+        **stated,
+        name=raw.name,
+        path=raw.path,
+        source=raw.source,
         chain=(raw.name, *base.chain),
         requirements=tuple(rules.values()),
         imports=tuple(dict.fromkeys((*base.imports, *raw.imports))),
@@ -385,8 +472,16 @@ def _flatten(name: str, raws: Mapping[str, _Raw], seen: tuple[str, ...] = ()) ->
         cycle = " -> ".join((*seen, name, raw.extends))
         raise InputError(located(raw.path, line, col, "extends", f"cycle: {cycle}"), hint=HINT)
     if raw.extends not in raws:
-        raise InputError(located(raw.path, line, col, "extends", f"unknown profile "
-                                 f"{raw.extends!r}{_suggest(raw.extends, list(raws))}"), hint=HINT)
+        raise InputError(
+            located(
+                raw.path,
+                line,
+                col,
+                "extends",
+                f"unknown profile {raw.extends!r}{_suggest(raw.extends, list(raws))}",
+            ),
+            hint=HINT,
+        )
     return _merge(_flatten(raw.extends, raws, (*seen, name)), raw)
 
 
@@ -400,8 +495,9 @@ def load_profiles(paths: Sequence[Path] = ()) -> dict[str, Profile]:
     return {name: _flatten(name, raws) for name in sorted(raws)}
 
 
-def profiles_for(matrix: Matrix, cell: Cell,
-                 loaded: Mapping[str, Profile] | None = None) -> list[Profile]:
+def profiles_for(
+    matrix: Matrix, cell: Cell, loaded: Mapping[str, Profile] | None = None
+) -> list[Profile]:
     """The cell's profiles, each flattened through `extends`; unknown names are an InputError
     located in the matrix file."""
     known = load_profiles(matrix.profile_paths) if loaded is None else loaded
@@ -411,7 +507,8 @@ def profiles_for(matrix: Matrix, cell: Cell,
         raise InputError(
             f"{where}: unknown profile {missing[0]!r}{_suggest(missing[0], list(known))}",
             hint=f"known profiles: {', '.join(known)}; add your own to a directory named in "
-                 "`profile_paths`")
+            "`profile_paths`",
+        )
     return [known[name] for name in cell.profiles]
 
 
@@ -426,3 +523,22 @@ def _matrix_position(path: Path, name: str) -> str:
         if getattr(item, "value", None) == name:
             return f"{path}:{item.start_mark.line + 1}:{item.start_mark.column + 1}: profiles[{i}]"
     return f"{path}:1:1: profiles"
+
+
+def probe_requirements(matrix: Matrix, cell: Cell, probe: str) -> dict[str, Any]:
+    """What the cell's profiles ask of one probe's options (`builder.validate` merges these):
+    `imports` gets the modules, `generate` the variants, `model-dir` the GPU memory."""
+    profiles = profiles_for(matrix, cell)
+    if probe == "imports":
+        required = dict.fromkeys(m for p in profiles for m in p.imports)
+        optional = dict.fromkeys(
+            m for p in profiles for m in p.optional_imports if m not in required
+        )
+        return {"imports": list(required), "optional_imports": list(optional)}
+    if probe == "generate":
+        variants = list(dict.fromkeys(p.generate_variant for p in profiles if p.generate_variant))
+        return {"variants": variants, "required_variants": variants} if variants else {}
+    if probe == "model-dir":
+        memory = [p.min_gpu_memory_gb for p in profiles if p.min_gpu_memory_gb]
+        return {"min_gpu_memory_gb": max(memory)} if memory else {}
+    return {}

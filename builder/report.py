@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 import jsonschema
+from jsonschema.exceptions import best_match
 
 from builder.errors import CELLS_FAILED, OK, InputError
 from builder.log import Log
@@ -63,7 +64,9 @@ def load_report(path: Path) -> Report:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: report not found", hint="`builder validate -o DIR` writes one") from None
+        raise InputError(
+            f"{path}: report not found", hint="`builder validate -o DIR` writes one"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read report: {exc}") from None
     try:
@@ -83,12 +86,17 @@ def validate_report(data: Any, source: str) -> Report:
             hint="upgrade builder to read newer reports",
         )
     validator = jsonschema.Draft202012Validator(report_schema())
-    problems = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    # best_match looks inside oneOf (`lock: object | null`) for the error that names the field.
+    problems = sorted((best_match([e]) for e in validator.iter_errors(data)), key=_position)
     if problems:
         lines = [f"{source}: {e.json_path}: {_short(e.message)}" for e in problems[:20]]
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InputError("\n".join(lines) + more, hint="`builder validate` writes valid reports")
     return normalize(data)
+
+
+def _position(error: jsonschema.ValidationError) -> list[str]:
+    return [f"{p:08d}" if isinstance(p, int) else p for p in error.absolute_path]
 
 
 def _short(message: str) -> str:
@@ -116,7 +124,9 @@ def evidence_line(text: str) -> str:
     lines = [_BUILDKIT_PREFIX.sub("", _ANSI.sub("", line)).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     exceptions = [line for line in lines if _EXCEPTION.match(line)]
-    errors = [line for line in lines if _ERROR_LINE.search(line) and not _GENERIC_ERROR.search(line)]
+    errors = [
+        line for line in lines if _ERROR_LINE.search(line) and not _GENERIC_ERROR.search(line)
+    ]
     chosen = (exceptions[-1:] or errors[:1] or lines[-1:] or [""])[0]
     return chosen if len(chosen) <= MAX_LINE else chosen[: MAX_LINE - 1] + "…"
 
@@ -144,7 +154,7 @@ def mark(cell: Mapping[str, Any]) -> str:
 def pin_set(cell: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """A grid column: the cell's axes minus `base`, in matrix order. JSON objects lose their
     order when keys are sorted, so the order comes from `pins`, which is a list."""
-    order = [_PIN_NAME.match(pin)[0] for pin in cell["pins"] if _PIN_NAME.match(pin)]
+    order = [m[0] for m in map(_PIN_NAME.match, cell["pins"]) if m]
     axes = [(k, v) for k, v in cell["axes"].items() if k != "base"]
     return tuple(sorted(axes, key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
@@ -165,6 +175,12 @@ class Grid:
 
     def at(self, base: str, column: tuple[tuple[str, str], ...]) -> Mapping[str, Any] | None:
         return self.cells.get((base, column))
+
+    def varying(self) -> tuple[str, ...]:
+        """The axes whose value differs between columns (all of them for a single column)."""
+        values = {axis: {dict(column).get(axis) for column in self.columns} for axis in self.axes}
+        varying = tuple(axis for axis in self.axes if len(values[axis]) > 1)
+        return varying or self.axes
 
 
 def grid(report: Report) -> Grid:
@@ -203,7 +219,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         autoescape=autoescape,
     )
     env.filters.update(md=md_text, code=md_code, size=human_size, duration=human_seconds)
-    env.globals.update(marks=MARKS, cached_mark=CACHED_MARK, mark=mark)
+    env.globals.update(marks=MARKS, cached_mark=CACHED_MARK)
     return env
 
 
@@ -226,12 +242,13 @@ def md_code(value: object) -> str:
 
 def render_markdown(report: Report) -> str:
     """The pull-request comment and job summary: grid, failures with evidence, lock diffs."""
+    g = grid(report)
     view = {
         "run": report["run"],
         "summary": report["summary"],
         "cached": sum(c["cache"]["hit"] for c in report["cells"]),
-        "tables": _grid_tables(grid(report)),
-        "legend": _legend(grid(report)),
+        "tables": _grid_tables(g),
+        "legend": _legend(g),
         "failures": [_failure(c) for c in report["cells"] if c["status"] in FAILED],
         "diffs": [_lock_diff(c) for c in report["cells"] if _has_lock_diff(c)],
     }
@@ -303,22 +320,39 @@ def _cap(text: str) -> str:
 def render_html(report: Report) -> str:
     """One static, self-contained page: no CDN, fonts or scripts from elsewhere."""
     g = grid(report)
-    cells = report["cells"]
+    cells = [_html_cell(c) for c in report["cells"]]
+    by_id = {c["id"]: c for c in cells}
+    rows = [
+        {
+            "base": base,
+            "cells": [by_id[c["id"]] if (c := g.at(base, col)) else None for col in g.columns],
+        }
+        for base in g.bases
+    ]
     view = {
         "run": report["run"],
         "summary": report["summary"],
         "builder_version": report["builder_version"],
-        "grid": g,
-        "cells": [_html_cell(c) for c in cells],
+        "columns": [_html_column(column, g.varying()) for column in g.columns],
+        "shared": [(k, v) for k, v in (g.columns[0] if g.columns else ()) if k not in g.varying()],
+        "rows": rows,
+        "cells": cells,
         "filters": {
             "base": list(g.bases),
-            "torch": sorted({torch_version(c) for c in cells} - {""}),
-            "cuda": sorted({c["cuda"] or "cpu" for c in cells}),
+            "torch": sorted({c["torch"] for c in cells} - {""}),
+            "cuda": sorted({c["cuda_label"] for c in cells}),
             "status": list(STATUSES),
         },
-        "column_title": lambda column: " · ".join(f"{k} {v}" for k, v in column),
     }
     return _environment(autoescape=True).get_template("report.html.j2").render(**view)
+
+
+def _html_column(column: tuple[tuple[str, str], ...], varying: Sequence[str]) -> dict[str, Any]:
+    """A grid header shows the axes that vary; its title (tooltip) has them all."""
+    return {
+        "pins": [(k, v) for k, v in column if k in varying],
+        "title": " · ".join(f"{name} {value}" for name, value in column),
+    }
 
 
 def _html_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
@@ -328,7 +362,9 @@ def _html_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
         "cuda_label": cell["cuda"] or "cpu",
         "mark": mark(cell),
         "evidence_line": cell_evidence(cell) if cell["status"] in FAILED else "",
-        "probes": [{**p, "details_json": json.dumps(p["details"], indent=2)} for p in cell["probes"]],
+        "probes": [
+            {**p, "details_json": json.dumps(p["details"], indent=2)} for p in cell["probes"]
+        ],
     }
 
 
@@ -362,7 +398,9 @@ def junit_cases(cell: Mapping[str, Any]) -> list[JunitCase]:
     cases: list[JunitCase] = []
     check, build = cell["check"], cell["build"]
     if check and check["status"] == "fail":
-        errors = [f"{f['code']}: {f['message']}" for f in check["findings"] if f["severity"] == "error"]
+        errors = [
+            f"{f['code']}: {f['message']}" for f in check["findings"] if f["severity"] == "error"
+        ]
         cases.append(("check", "fail", "; ".join(errors) or cell["reason"], "\n".join(errors), 0.0))
     if build and not build["ok"]:
         reason = build["error"] or cell["reason"]
@@ -375,7 +413,12 @@ def junit_cases(cell: Mapping[str, Any]) -> list[JunitCase]:
 
 
 def _testcase(
-    suite: ET.Element, classname: str, name: str, status: str, reason: str, evidence: str,
+    suite: ET.Element,
+    classname: str,
+    name: str,
+    status: str,
+    reason: str,
+    evidence: str,
     seconds: float,
 ) -> None:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
@@ -518,9 +561,7 @@ def _probe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[Chan
     before = {p["probe"]: p["status"] for p in old["probes"]}
     after = {p["probe"]: p["status"] for p in new["probes"]}
     names = dict.fromkeys([*after, *before])
-    return tuple(
-        (n, before.get(n), after.get(n)) for n in names if before.get(n) != after.get(n)
-    )
+    return tuple((n, before.get(n), after.get(n)) for n in names if before.get(n) != after.get(n))
 
 
 def _pin_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple[Change, ...]:
@@ -528,7 +569,9 @@ def _pin_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple
     old_lock, new_lock = (old or {}).get("lock"), new["lock"]
     if old_lock and new_lock:
         a, b = old_lock["packages"], new_lock["packages"]
-        return tuple((n, a.get(n), b.get(n)) for n in sorted(a.keys() | b.keys()) if a.get(n) != b.get(n))
+        return tuple(
+            (n, a.get(n), b.get(n)) for n in sorted(a.keys() | b.keys()) if a.get(n) != b.get(n)
+        )
     diff = (new_lock or {}).get("diff")
     if not diff or old is None:
         return ()

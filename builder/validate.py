@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,18 @@ from typing import Any
 from builder import __version__, cache
 from builder.build import build_cell
 from builder.engine import DockerEngine
-from builder.lock import (ISOLATION, lock_cell, lock_path, parse_lock, read_lock, stale_reason,
-                          write_atomic)
+from builder.lock import (
+    ISOLATION,
+    lock_cell,
+    lock_path,
+    parse_lock,
+    read_lock,
+    stale_reason,
+    write_atomic,
+)
 from builder.log import Log
 from builder.matrix import Cell, Matrix
-from builder.probe import SCRIPTS, ImageTarget, ProbeResult, Target, VenvTarget, run_probe
+from builder.probe import ImageTarget, ProbeResult, Target, VenvTarget, run_probe
 from builder.render import render_cell
 from builder.resources import data_dir
 from builder.venv import network_isolation, prepare
@@ -59,8 +66,12 @@ def host_gpu() -> str | None:
     """The first GPU's model name from nvidia-smi, or None."""
     if shutil.which("nvidia-smi") is None:
         return None
-    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     names = done.stdout.strip().splitlines()
     return names[0].strip() if done.returncode == 0 and names else None
 
@@ -68,17 +79,28 @@ def host_gpu() -> str | None:
 def numpy_spec(cell: Cell) -> str | None:
     from packaging.requirements import Requirement
 
-    specs = [str(r.specifier) for line in cell.requirement_lines()
-             if (r := Requirement(line)).name.lower() == "numpy" and str(r.specifier)]
+    specs = [
+        str(r.specifier)
+        for line in cell.requirement_lines()
+        if (r := Requirement(line)).name.lower() == "numpy" and str(r.specifier)
+    ]
     return ",".join(specs) or None
 
 
-def probe_options(session: Session, cell: Cell, name: str, extra: Mapping[str, Any],
-                  target: Target) -> dict[str, Any]:
+def probe_options(
+    session: Session,
+    cell: Cell,
+    name: str,
+    extra: Iterable[tuple[str, Any]],
+    target: Target,
+) -> dict[str, Any]:
     """The options file of one probe: the cell's facts, then the matrix's per-probe options."""
     options: dict[str, Any] = {
-        "lock": target.lock_path, "cuda": cell.base.cuda, "gpu": cell.gpu,
-        "python": cell.base.python, "numpy_spec": numpy_spec(cell),
+        "lock": target.lock_path,
+        "cuda": cell.base.cuda,
+        "gpu": cell.gpu,
+        "python": cell.base.python,
+        "numpy_spec": numpy_spec(cell),
         "app_path": target.app_path,
         "entry_modules": list(cell.app.entry_modules) if cell.app else [],
     }
@@ -110,11 +132,21 @@ def base_record(matrix: Matrix, cell: Cell) -> dict[str, Any]:
     lock = read_lock(lock_path(matrix, cell))
     packages = {p.name: p.version for p in parse_lock(lock.text)} if lock else {}
     return {
-        **cell.to_json(), "status": "error", "reason": "", "seconds": 0.0,
+        **cell.to_json(),
+        "status": "error",
+        "reason": "",
+        "seconds": 0.0,
         "cache": {"hit": False, "key": "", "stored": None},
-        "lock": {"path": str(lock_path(matrix, cell)), "sha256": lock.sha256 if lock else None,
-                 "preinstalled": ISOLATION, "packages": packages, "diff": None},
-        "build": None, "check": None, "probes": [],
+        "lock": {
+            "path": str(lock_path(matrix, cell)),
+            "sha256": lock.sha256 if lock else None,
+            "preinstalled": ISOLATION,
+            "packages": packages,
+            "diff": None,
+        },
+        "build": None,
+        "check": None,
+        "probes": [],
     }
 
 
@@ -135,35 +167,42 @@ def ensure_lock(session: Session, cell: Cell, record: dict[str, Any]) -> bool:
     return True
 
 
-def run_check(session: Session, cell: Cell, record: dict[str, Any]) -> bool:
-    """Static check first: cells with error findings are not built unless --build-anyway."""
-    try:
-        from builder.check import check_cell
-    except ImportError:
-        return True
-    result = check_cell(session.matrix, cell, dict(session.environ))
-    record["check"] = result
-    errors = [f for f in result["findings"] if f["severity"] == "error"]
+def run_checks(session: Session, cells: Sequence[Cell]) -> dict[str, dict[str, Any]]:
+    """`builder check` on every cell first, with no engine: {cell id: its findings report}."""
+    from builder.check import Options, check_cells
+
+    root = session.options.cache_dir or Path.home() / ".cache" / "builder"
+    options = Options(environ=session.environ, cache_dir=root / "metadata")
+    reports = check_cells(session.matrix, cells, options, session.log)
+    return {r.id: {**r.to_json(), "status": "pass" if r.ok else "fail"} for r in reports}
+
+
+def checked(session: Session, report: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Cells with error findings are not built unless --build-anyway."""
+    record["check"] = report
+    errors = [f for f in (report or {}).get("findings", []) if f["severity"] == "error"]
     if errors and not session.options.build_anyway:
-        record.update(status="fail", reason="check: " + "; ".join(
-            f"{f['code']} {f.get('package') or ''}: {f['message']}" for f in errors[:3]))
+        reasons = "; ".join(
+            f"{f['code']} {f.get('package') or ''}: {f['message']}" for f in errors[:3]
+        )
+        record.update(status="fail", reason=f"check: {reasons}")
         return False
     return True
 
 
-def validate_cell(session: Session, cell: Cell) -> dict[str, Any]:
+def validate_cell(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict[str, Any]:
     start = time.monotonic()
     record = base_record(session.matrix, cell)
-    if ensure_lock(session, cell, record) and run_check(session, cell, record):
+    if ensure_lock(session, cell, record) and checked(session, check, record):
         _cached_or_probed(session, cell, record)
     record["seconds"] = round(time.monotonic() - start, 2)
     return record
 
 
-def _guarded(session: Session, cell: Cell) -> dict[str, Any]:
+def _guarded(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict[str, Any]:
     """A bug or engine failure in one cell is that cell's `error`; the others still run."""
     try:
-        return validate_cell(session, cell)
+        return validate_cell(session, cell, check)
     except Exception as exc:
         session.log.error(f"{cell.id}: {type(exc).__name__}: {exc}")
         record = base_record(session.matrix, cell)
@@ -182,8 +221,9 @@ def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> N
         return
     target = make_target(session, cell, record)
     if target is not None:
-        probes = [run_probe_logged(session, cell, target, name, options)
-                  for name, options in cell.probes]
+        probes = [
+            run_probe_logged(session, cell, target, name, options) for name, options in cell.probes
+        ]
         record["probes"] = [p.to_json() for p in probes]
         record["status"], record["reason"] = cell_status(probes)
     if record["status"] in ("pass", "fail", "skipped"):
@@ -191,24 +231,31 @@ def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> N
         cache.store(session.options.cache_dir, key, {**record, "finished": now})
 
 
-def run_probe_logged(session: Session, cell: Cell, target: Target, name: str,
-                     options: tuple[tuple[str, Any], ...]) -> ProbeResult:
+def run_probe_logged(
+    session: Session, cell: Cell, target: Target, name: str, options: tuple[tuple[str, Any], ...]
+) -> ProbeResult:
     result = run_probe(target, name, probe_options(session, cell, name, options, target))
-    session.log.info(f"  {cell.id} {name:<10} {result.status:<7} {result.seconds:6.1f}s  {result.reason}")
+    session.log.info(
+        f"  {cell.id} {name:<10} {result.status:<7} {result.seconds:6.1f}s  {result.reason}"
+    )
     return result
 
 
 def cache_key(session: Session, cell: Cell) -> str:
     lock = read_lock(lock_path(session.matrix, cell))
     parts: dict[str, Any] = {
-        "engine": session.options.engine, "gpu": session.gpu_name,
+        "engine": session.options.engine,
+        "gpu": session.gpu_name,
         "lock": lock.sha256 if lock else None,
         "probes": cache.files_digest(data_dir("validate").glob("*.py")),
         "probe_options": [[n, list(o)] for n, o in cell.probes],
-        "profiles": list(cell.profiles), "app": cache.tree_digest(cell.app.path) if cell.app else None,
+        "profiles": list(cell.profiles),
+        "app": cache.tree_digest(cell.app.path) if cell.app else None,
     }
     if session.docker is not None:
-        rendered = render_cell(session.matrix, cell, session.options.output / "build", Log(verbosity=-1))
+        rendered = render_cell(
+            session.matrix, cell, session.options.output / "build", Log(verbosity=-1)
+        )
         parts["context"] = cache.tree_digest(rendered.directory)
         parts["base"] = _image_identity(session.docker, cell.base.image)
     else:
@@ -234,32 +281,64 @@ def make_target(session: Session, cell: Cell, record: dict[str, Any]) -> Target 
     return _venv_target(session, cell, record, inputs)
 
 
-def _image_target(session: Session, cell: Cell, record: dict[str, Any], inputs: Path) -> Target | None:
+def _image_target(
+    session: Session, cell: Cell, record: dict[str, Any], inputs: Path
+) -> Target | None:
     assert session.docker is not None
-    built = build_cell(session.matrix, cell, session.docker, session.environ,
-                       session.options.output / "build", session.log)
+    built = build_cell(
+        session.matrix,
+        cell,
+        session.docker,
+        session.environ,
+        session.options.output / "build",
+        session.log,
+    )
     record["build"] = built.to_json()
     if not built.ok:
         record.update(status="fail", reason=f"build failed: {built.error}")
         return None
     gpu = session.gpu_name is not None and cell.gpu != "none"
-    return ImageTarget(session.docker, built.tag, inputs, data_dir("validate"), gpu,
-                       app_path="/app" if cell.app else None)
+    return ImageTarget(
+        session.docker,
+        built.tag,
+        inputs,
+        data_dir("validate"),
+        gpu,
+        app_path="/app" if cell.app else None,
+    )
 
 
-def _venv_target(session: Session, cell: Cell, record: dict[str, Any], inputs: Path) -> Target | None:
+def _venv_target(
+    session: Session, cell: Cell, record: dict[str, Any], inputs: Path
+) -> Target | None:
     root = (session.options.cache_dir or session.options.output) / "venvs"
     prepared = prepare(session.matrix, cell, root, session.environ, session.log)
     if not prepared.ok or prepared.python is None:
         skipped = prepared.reason.startswith("skipped")
         record.update(status="skipped" if skipped else "fail", reason=prepared.reason)
         if prepared.log:
-            record["build"] = {"tag": "", "ok": False, "seconds": prepared.seconds, "image_id": None,
-                               "size": None, "digest": None, "log": None, "log_tail": prepared.log,
-                               "cached_steps": 0, "total_steps": 0, "error": prepared.reason}
+            record["build"] = {
+                "tag": "",
+                "ok": False,
+                "seconds": prepared.seconds,
+                "image_id": None,
+                "size": None,
+                "digest": None,
+                "log": None,
+                "log_tail": prepared.log,
+                "cached_steps": 0,
+                "total_steps": 0,
+                "error": prepared.reason,
+            }
         return None
-    return VenvTarget(prepared.python, inputs, data_dir("validate"), str(inputs / "lock.txt"),
-                      str(cell.app.path) if cell.app else None, session.isolation)
+    return VenvTarget(
+        prepared.python,
+        inputs,
+        data_dir("validate"),
+        str(inputs / "lock.txt"),
+        str(cell.app.path) if cell.app else None,
+        session.isolation,
+    )
 
 
 def run_facts(session: Session, started: str, start: float, argv: Sequence[str]) -> dict[str, Any]:
@@ -267,32 +346,65 @@ def run_facts(session: Session, started: str, start: float, argv: Sequence[str])
     return {
         "started": started,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.monotonic() - start, 2), "engine": session.options.engine,
-        "engine_version": version, "matrix": str(session.matrix.path), "command": " ".join(argv),
-        "host": {"platform": platform.platform(), "python": platform.python_version(),
-                 "gpu": session.gpu_name, "cpus": os.cpu_count() or 1},
+        "seconds": round(time.monotonic() - start, 2),
+        "engine": session.options.engine,
+        "engine_version": version,
+        "matrix": str(session.matrix.path),
+        "command": " ".join(argv),
+        "host": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "gpu": session.gpu_name,
+            "cpus": os.cpu_count() or 1,
+        },
     }
 
 
 def summary(cells: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    counts = {s: sum(1 for c in cells if c["status"] == s) for s in ("pass", "fail", "error", "skipped")}
+    counts = {
+        s: sum(1 for c in cells if c["status"] == s) for s in ("pass", "fail", "error", "skipped")
+    }
     return {"total": len(cells), **counts}
 
 
-def validate(matrix: Matrix, cells: Sequence[Cell], options: ValidateOptions,
-             environ: Mapping[str, str], log: Log, argv: Sequence[str] = ()) -> dict[str, Any]:
+def validate(
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    options: ValidateOptions,
+    environ: Mapping[str, str],
+    log: Log,
+    argv: Sequence[str] = (),
+) -> dict[str, Any]:
     """Validate the cells and write `options.output/report.json`; returns the report."""
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.monotonic()
     docker = DockerEngine(environ, log) if options.engine == "docker" else None
-    session = Session(matrix, options, environ, log, docker, host_gpu(),
-                      network_isolation() if docker is None else ())
+    session = Session(
+        matrix,
+        options,
+        environ,
+        log,
+        docker,
+        host_gpu(),
+        network_isolation() if docker is None else (),
+    )
+    with log.step("check"):
+        checks = run_checks(session, cells)
     records = []
     for cell in cells:
         with log.step(f"validate {cell.id}"):
-            records.append(_guarded(session, cell))
-    report = {"schema_version": 1, "builder_version": __version__,
-              "run": run_facts(session, started, start, argv or sys.argv),
-              "summary": summary(records), "cells": records}
-    write_atomic(options.output / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+            records.append(_guarded(session, cell, checks.get(cell.id)))
+    report = {
+        "schema_version": 1,
+        "builder_version": __version__,
+        "run": run_facts(session, started, start, argv or sys.argv),
+        "summary": summary(records),
+        "cells": records,
+    }
+    write_atomic(
+        options.output / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n"
+    )
+    from builder.report import append_step_summary
+
+    append_step_summary(report, environ)
     return report

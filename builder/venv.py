@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.lock import lock_path, read_lock, uv_binary
+from builder.lock import index_args, lock_path, read_lock, uv_binary
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 
@@ -31,19 +31,27 @@ def find_python(version: str) -> str | None:
     found = shutil.which(f"python{version}")
     if found:
         return found
-    done = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return shutil.which("python3") if done.stdout.strip() == version else None
 
 
-def prepare(matrix: Matrix, cell: Cell, root: Path, environ: Mapping[str, str], log: Log) -> Prepared:
+def prepare(
+    matrix: Matrix, cell: Cell, root: Path, environ: Mapping[str, str], log: Log
+) -> Prepared:
     """Create (or reuse) the cell's venv under `root`, installed exactly from its lock."""
     lock = read_lock(lock_path(matrix, cell))
     if lock is None:
         return Prepared(False, reason=f"no lock for {cell.id}")
     interpreter = find_python(cell.base.python)
     if interpreter is None:
-        return Prepared(False, reason=f"skipped: Python {cell.base.python} is not available on this host")
+        return Prepared(
+            False, reason=f"skipped: Python {cell.base.python} is not available on this host"
+        )
     venv = root / f"{cell.id}-{lock.sha256[:12]}"
     python = venv / "bin" / "python"
     if (venv / READY).is_file():
@@ -52,7 +60,10 @@ def prepare(matrix: Matrix, cell: Cell, root: Path, environ: Mapping[str, str], 
     env = {**environ, "UV_PYTHON_DOWNLOADS": "never"}
     if cell.indexes.ca_bundle is not None:
         env["SSL_CERT_FILE"] = str(cell.indexes.ca_bundle)
-    for argv in (_venv_argv(venv, interpreter), _install_argv(cell, python, lock_path(matrix, cell))):
+    for argv in (
+        _venv_argv(venv, interpreter),
+        _install_argv(cell, python, lock_path(matrix, cell)),
+    ):
         log.command(argv)
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
@@ -66,15 +77,19 @@ def _venv_argv(venv: Path, interpreter: str) -> list[str]:
 
 
 def _install_argv(cell: Cell, python: Path, lock: Path) -> list[str]:
-    argv = [uv_binary(), "pip", "install", "--quiet", "--python", str(python), "--require-hashes",
-            "--no-deps", "-r", str(lock)]
-    if cell.indexes.index_url:
-        argv += ["--index-url", cell.indexes.index_url]
-    for url in cell.indexes.extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for wheelhouse in cell.indexes.wheelhouse:
-        argv += ["--find-links", str(wheelhouse)]
-    return argv
+    argv = [
+        uv_binary(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(python),
+        "--require-hashes",
+        "--no-deps",
+        "-r",
+        str(lock),
+    ]
+    return argv + index_args(cell)
 
 
 def network_isolation() -> tuple[str, ...]:

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for builder: a venv with builder and its dev tools, the Docker
 # engine (Debian's docker.io, whose 20.10 client has BuildKit built in), started and polled,
-# and the registry-free test base image. Idempotent; fails loudly when the engine cannot start.
+# the registry-free test base image, headless Chromium for the report tests, and the probe venvs. Idempotent; fails loudly when the engine cannot start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap chromium >/dev/null
   else
     echo "setup: install docker.io and debootstrap (needs root on Debian)" >&2
   fi
@@ -29,3 +29,18 @@ if ! engine_up; then
   exit 0
 fi
 DOCKER=/usr/bin/docker bash scripts/make-base-image.sh "${BUILDER_TEST_BASE:-builder-test-base:bookworm}" >&2
+
+# Virtual environments the probe tests run against (torch is the CPU wheel pip finds on this
+# machine's find-links; see ../shared/ENVIRONMENT.md).
+venvs=${BUILDER_PROBE_VENVS:-/var/tmp/builder-probe-venvs}
+make_venv() {  # make_venv NAME PACKAGES...
+  local dir="$venvs/$1"; shift
+  [ -f "$dir/.ready" ] && return 0
+  rm -rf "$dir"; python3 -m venv "$dir"
+  "$dir/bin/pip" install -q "$@" >&2 && touch "$dir/.ready"
+}
+wan=(torch==2.13.0 'numpy<2' transformers==4.51.3 decord imageio imageio-ffmpeg soundfile librosa
+     peft accelerate sentencepiece einops packaging)
+make_venv good "${wan[@]}" 'diffusers>=0.35,<0.36'
+make_venv numpy2 'numpy>=2' packaging
+make_venv olddiff "${wan[@]}" diffusers==0.33.1

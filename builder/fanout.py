@@ -1,0 +1,108 @@
+"""Fan the matrix out to CI: a GitHub Actions `strategy.matrix` (one job per cell, on a GPU or
+CPU runner) and a docker-bake.json (one Bake target per rendered build context).
+
+Bake file format: https://docs.docker.com/build/bake/reference/ (JSON form of the HCL blocks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from builder.build import image_tag
+from builder.lock import lock_path, read_lock
+from builder.matrix import Cell, Matrix
+from builder.render import labels
+
+FORMATS = ("json", "github", "bake")
+CONTEXT_DIR = "build"  # where `builder render` writes the contexts (its default -o)
+_BAKE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def needs_gpu(cell: Cell) -> bool:
+    """GPU runner: the cell requires one, or may use one and its base has CUDA."""
+    return cell.gpu == "required" or (cell.gpu == "optional" and cell.base.cuda is not None)
+
+
+def github_matrix(matrix: Matrix, cells: Sequence[Cell]) -> dict[str, Any]:
+    """`{"include": [...]}` for `strategy.matrix`: one job per cell, on its runner label."""
+    runners = dict(matrix.runners)
+    return {
+        "include": [
+            {
+                "cell": cell.id,
+                "runner": runners["gpu" if needs_gpu(cell) else "cpu"],
+                "base": cell.base.name,
+                "gpu": cell.gpu,
+            }
+            for cell in cells
+        ]
+    }
+
+
+def bake_target_name(cell_id: str) -> str:
+    """Bake names allow [a-zA-Z0-9_-]: cell ids' dots become underscores."""
+    return _BAKE_NAME.sub("_", cell_id)
+
+
+def secret_sources(cell: Cell, environ: Mapping[str, str]) -> dict[str, Path]:
+    """The secrets the Dockerfile template mounts (cacert, netrc), by file, as `build` finds
+    them. Paths only: `type=env` would make the variable's value the secret, not its file."""
+    found: dict[str, Path] = {}
+    ca = cell.indexes.ca_bundle or _env_file(environ, "BUILDER_CA_BUNDLE")
+    if ca is not None:
+        found["cacert"] = ca
+    netrc = _env_file(environ, "BUILDER_NETRC")
+    if netrc is not None:
+        found["netrc"] = netrc
+    return found
+
+
+def _env_file(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name)
+    return Path(value) if value and os.path.isfile(value) else None
+
+
+def bake_target(matrix: Matrix, cell: Cell, environ: Mapping[str, str]) -> dict[str, Any]:
+    lock = read_lock(lock_path(matrix, cell))
+    secrets = secret_sources(cell, environ)
+    return {
+        "context": f"{CONTEXT_DIR}/{cell.id}",
+        "dockerfile": "Dockerfile",
+        "tags": [image_tag(cell, matrix.registry)],
+        "labels": dict(labels(cell, lock.sha256 if lock else None)),
+        "platforms": [cell.base.platform],
+        "secret": [f"type=file,id={name},src={path}" for name, path in sorted(secrets.items())],
+    }
+
+
+def bake_file(matrix: Matrix, cells: Sequence[Cell], environ: Mapping[str, str]) -> dict[str, Any]:
+    """docker-bake.json: a target per cell, a group per base and `default` with them all."""
+    targets = {bake_target_name(c.id): bake_target(matrix, c, environ) for c in cells}
+    groups: dict[str, dict[str, list[str]]] = {}
+    for cell in cells:
+        name = _group_name(cell.base.name, targets)
+        groups.setdefault(name, {"targets": []})["targets"].append(bake_target_name(cell.id))
+    groups["default"] = {"targets": list(targets)}
+    return {"group": groups, "target": targets}
+
+
+def _group_name(base: str, targets: Mapping[str, object]) -> str:
+    """The base's name, unless a target (a cell with no pins) or `default` has it: groups
+    shadow targets of the same name in Bake."""
+    return f"{base}-cells" if base in targets or base == "default" else base
+
+
+def render_fanout(
+    matrix: Matrix, cells: Sequence[Cell], fmt: str, environ: Mapping[str, str]
+) -> str:
+    """`builder matrix --format`: json (the cells), github (one line, for $GITHUB_OUTPUT), bake."""
+    if fmt == "github":
+        return json.dumps(github_matrix(matrix, cells), separators=(",", ":"))
+    if fmt == "bake":
+        return json.dumps(bake_file(matrix, cells, environ), indent=2)
+    return json.dumps({"cells": [c.to_json() for c in cells]}, indent=2)

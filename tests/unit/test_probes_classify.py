@@ -1,0 +1,284 @@
+"""The pure rules inside the standalone probes: failure classes, lock parsing, specifiers, CUDA.
+
+The probes are loaded from their files (they are not a package and must not import builder).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+VALIDATE = Path(__file__).resolve().parents[2] / "validate"
+
+
+def load_probe(stem: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"probe_{stem}", VALIDATE / f"{stem}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+imports = load_probe("imports")
+lock_match = load_probe("lock_match")
+numpy_probe = load_probe("numpy")
+pip_check = load_probe("pip_check")
+cuda = load_probe("cuda")
+
+NVIDIA = (
+    "RuntimeError: Found no NVIDIA driver on your system. Please check that you have an NVIDIA "
+    "GPU and installed a driver from http://www.nvidia.com/Download/index.aspx"
+)
+NUMPY_BANNER = """
+A module that was compiled using NumPy 1.x cannot be run in
+NumPy 2.2.6 as it may crash. To support both 1.x and 2.x
+versions of NumPy, modules must be compiled with NumPy 2.0.
+Some module may need to rebuild instead e.g. with 'pybind11>=2.12'.
+"""
+
+
+def traceback_of(*lines: str) -> str:
+    frames = '  File "/app/wan/__init__.py", line 3, in <module>\n    from .modules import model\n'
+    return "Traceback (most recent call last):\n" + frames + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ModuleNotFoundError: No module named 'peft'", "missing-module"),
+        ("ImportError: No module named 'decord'", "missing-module"),
+        (
+            "ImportError: WanPipeline requires the transformers library but it was not found in "
+            "your environment.",
+            "missing-module",
+        ),
+        (
+            "ImportError: peft>=0.17.0 is required for a normal functioning of this module, but "
+            "found peft==0.14.0.",
+            "version-gate",
+        ),
+        (
+            "ImportError: transformers>=4.49.0,<=4.51.3 is required for a normal functioning of "
+            "this module, but found transformers==4.47.0.",
+            "version-gate",
+        ),
+        (
+            "ImportError: cannot import name 'cached_download' from 'huggingface_hub' "
+            "(/usr/lib/python3.11/site-packages/huggingface_hub/__init__.py)",
+            "version-gate",
+        ),
+        (NVIDIA, "gpu-at-import"),
+        ("AssertionError: Torch not compiled with CUDA enabled", "gpu-at-import"),
+        ("RuntimeError: No CUDA GPUs are available", "gpu-at-import"),
+        (
+            "RuntimeError: CUDA driver initialization failed, you might not have a CUDA gpu.",
+            "gpu-at-import",
+        ),
+        (
+            "OSError: libcuda.so.1: cannot open shared object file: No such file or directory",
+            "gpu-at-import",
+        ),
+        (NUMPY_BANNER + "AttributeError: _ARRAY_API not found", "numpy-abi"),
+        ("ImportError: numpy.core.multiarray failed to import", "numpy-abi"),
+        (
+            "ValueError: numpy.dtype size changed, may indicate binary incompatibility. Expected "
+            "96 from C header, got 88 from PyObject",
+            "numpy-abi",
+        ),
+        (
+            "ImportError: libGL.so.1: cannot open shared object file: No such file or directory",
+            "system-library",
+        ),
+        (
+            "OSError: cannot load library 'libsndfile.so': libsndfile.so: cannot open",
+            "system-library",
+        ),
+        ("OSError: sndfile library not found", "system-library"),
+        (
+            "OSError: libavformat.so.58: cannot open shared object file: No such file or directory",
+            "system-library",
+        ),
+        ("SyntaxError: invalid syntax", "other"),
+        (
+            "ImportError: cannot import name 'x' from partially initialized module 'y' "
+            "(most likely due to a circular import)",
+            "other",
+        ),
+    ],
+)
+def test_classify_names_the_failure_class_of_real_error_texts(text: str, expected: str) -> None:
+    assert imports.classify(traceback_of(text)) == expected
+
+
+def test_a_gpu_error_raised_while_importing_wins_over_a_missing_module() -> None:
+    text = traceback_of(
+        "ModuleNotFoundError: No module named 'flash_attn'",
+        "",
+        "During handling of the above exception, another exception occurred:",
+        "",
+        NVIDIA,
+    )
+    assert imports.classify(text) == "gpu-at-import"
+
+
+def test_a_numpy_abi_banner_wins_over_the_import_error_it_causes() -> None:
+    text = NUMPY_BANNER + "ImportError: cannot import name 'x' from 'scipy'\nNo module named 'y'"
+    assert imports.classify(text) == "numpy-abi"
+
+
+LOCK = """\
+#
+# This file is autogenerated by pip-compile with Python 3.11
+# by the following command:
+#
+#    pip-compile --generate-hashes requirements.in
+#
+--index-url https://pypi.org/simple
+
+accelerate==1.1.1 \\
+    --hash=sha256:61edd81762131b8d4bede008643fa1e1f3bf59bec710ebda9771443e24feae02
+    # via -r requirements.in
+Huggingface_Hub==0.26.5 \\
+    --hash=sha256:aaa \\
+    --hash=sha256:bbb
+    # via
+    #   accelerate
+    #   diffusers
+torch[opt-einsum]==2.4.0+cu121 ; sys_platform == "linux" \\
+    --hash=sha256:ccc
+pywin32==308 ; sys_platform == "win32" \\
+    --hash=sha256:ddd
+zope.interface===7.1
+-e file:///src/app
+wan @ file:///src/wan
+
+# The following packages are considered to be unsafe in a requirements file:
+# setuptools==75.6.0
+"""
+
+
+@pytest.mark.parametrize("probe", [imports, lock_match], ids=["imports", "lock_match"])
+def test_the_lock_parser_reads_pins_and_skips_hashes_comments_urls_and_foreign_markers(
+    probe: ModuleType, tmp_path: Path
+) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(LOCK)
+    assert probe.read_lock(str(lock)) == {
+        "accelerate": "1.1.1",
+        "huggingface-hub": "0.26.5",
+        "torch": "2.4.0+cu121",
+        "zope-interface": "7.1",
+    }
+
+
+SPEC_CASES = [
+    ("1.26.4", "<2,>=1.23.5"),
+    ("2.2.6", "<2,>=1.23.5"),
+    ("1.23.5", ">=1.23.5"),
+    ("1.23.4", ">=1.23.5"),
+    ("1.26", "==1.26.0"),
+    ("1.26.4", "==1.26.*"),
+    ("1.25.0", "==1.26.*"),
+    ("1.26.4", "!=1.26.4"),
+    ("1.26.4", "~=1.26.0"),
+    ("1.27.0", "~=1.26.0"),
+    ("1.27.0", "~=1.26"),
+    ("2.0", "~=1.26"),
+    ("4.51.3", ">=4.49.0,<=4.51.3"),
+    ("4.51.4", ">=4.49.0,<=4.51.3"),
+    ("0.14.0", ">0.14"),
+    ("2.4.0+cu121", ">=2.4.0"),
+]
+
+
+@pytest.mark.parametrize("probe", [numpy_probe, pip_check], ids=["numpy", "pip_check"])
+@pytest.mark.parametrize(("version", "spec"), SPEC_CASES)
+def test_the_stdlib_specifier_check_agrees_with_packaging(
+    probe: ModuleType, version: str, spec: str
+) -> None:
+    assert probe.spec_ok(version, spec) == SpecifierSet(spec).contains(version, prereleases=True)
+
+
+def test_the_numpy_probe_uses_packaging_when_it_is_importable() -> None:
+    assert numpy_probe.satisfies("2.2.6", "<2") == (False, "packaging")
+
+
+def test_the_numpy_probe_sees_torchs_numpy_abi_banner() -> None:
+    assert numpy_probe.ABI_TROUBLE.search(NUMPY_BANNER)
+    assert numpy_probe.ABI_TROUBLE.search("RuntimeError: Numpy is not available")
+
+
+@pytest.mark.parametrize(
+    ("locked", "installed", "same"),
+    [
+        ("2.13.0", "2.13.0+cpu", True),
+        ("2.13.0+cu121", "2.13.0+cpu", False),
+        ("1.0", "1.0.0", True),
+        ("0.14.0", "0.17.0", False),
+    ],
+)
+def test_lock_match_compares_versions_under_pep_440(
+    locked: str, installed: str, same: bool
+) -> None:
+    assert lock_match.same_version(locked, installed) is same
+
+
+def test_modules_come_from_the_record_not_from_the_distribution_name() -> None:
+    record = [
+        "PIL/__init__.py",
+        "PIL/Image.py",
+        "_cffi_backend.cpython-311-x86_64-linux-gnu.so",
+        "isympy.py",
+        "licensing/license_notes.md",
+        "nvidia/cudnn/__init__.py",
+        "nvidia/cudnn/lib/libcudnn.so.9",
+        "numpy.libs/libopenblas.so",
+        "pillow-11.0.0.dist-info/RECORD",
+        "__pycache__/isympy.cpython-311.pyc",
+        "../../bin/isympy",
+        "__editable___app_finder.py",
+    ]
+    assert imports.record_modules(record) == {"PIL", "_cffi_backend", "isympy", "nvidia.cudnn"}
+
+
+@pytest.mark.parametrize(
+    ("torch_cuda", "cell_cuda", "status"),
+    [
+        ("12.1", "12.1", "pass"),
+        ("12.1", "12.4", "pass"),
+        ("12.4", "12.1", "fail"),
+        ("11.8", "12.1", "fail"),
+        ("13.0", "12.8", "fail"),
+        (None, "12.1", "fail"),
+        ("12.1", None, "warn"),
+    ],
+)
+def test_cuda_minor_version_compatibility(torch_cuda, cell_cuda, status) -> None:
+    assert cuda.check_cuda_version(torch_cuda, cell_cuda)[0] == status
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch_list", "status"),
+    [
+        ((9, 0), ["sm_80", "sm_86", "sm_90"], "pass"),
+        ((8, 9), ["sm_80", "sm_86"], "pass"),
+        ((8, 0), ["sm_86"], "fail"),
+        ((9, 0), ["sm_80", "sm_90a"], "fail"),
+        ((12, 0), ["sm_90", "compute_90"], "warn"),
+        ((12, 0), ["sm_100", "sm_120"], "pass"),
+        ((7, 5), ["sm_80", "compute_80"], "fail"),
+    ],
+)
+def test_the_device_arch_must_be_built_binary_compatible_or_as_ptx(
+    capability, arch_list, status
+) -> None:
+    assert cuda.check_arch(capability, arch_list)[0] == status
+
+
+def test_cudnn_versions_decode_both_encodings() -> None:
+    assert cuda.cudnn_triple(8907) == (8, 9, 7)
+    assert cuda.cudnn_triple(90100) == (9, 1, 0)

@@ -21,8 +21,10 @@ def main() -> None:
     cuda = sys.argv[1] if len(sys.argv) > 1 else None
     with tempfile.TemporaryDirectory() as tmp:
         target = VenvTarget(Path(sys.executable), Path(tmp), data_dir("validate"), "", None)
-        runs = {"cuda": {"cuda": cuda, "gpu": "required"},
-                "generate": {"variants": VARIANTS, "required_variants": VARIANTS, "memory": "64g"}}
+        runs = {
+            "cuda": {"cuda": cuda, "gpu": "required"},
+            "generate": {"variants": VARIANTS, "required_variants": VARIANTS, "memory": "64g"},
+        }
         out = {}
         for name, options in runs.items():
             start = time.monotonic()

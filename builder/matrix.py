@@ -23,7 +23,9 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import InputError, located
 
-PROBES = ("imports", "numpy", "pip-check", "lock-match", "cuda", "media", "generate")
+PROBES = ("imports", "numpy", "pip-check", "lock-match", "cuda", "media", "generate", "model-dir")
+# Run when a matrix names no probes; `model-dir` needs a `model_dir` option, so it is opt-in.
+DEFAULT_PROBES = PROBES[:-1]
 GPU_MODES = ("required", "optional", "none")
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/ppc64le", "linux/s390x")
 # Distributions users pin most; an axis name close to one of these but not equal is a typo.
@@ -875,7 +877,7 @@ def _shared(
         "requirements": (),
         "index": _IndexSpec(None, (), (), None),
         "profiles": (),
-        "probes": tuple((p, ()) for p in PROBES),
+        "probes": tuple((p, ()) for p in DEFAULT_PROBES),
         "gpu": "optional",
         "app": None,
         "registry": None,

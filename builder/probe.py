@@ -27,6 +27,7 @@ SCRIPTS = {
     "cuda": "cuda.py",
     "media": "media.py",
     "generate": "generate.py",
+    "model-dir": "model_dir.py",
 }
 DEFAULT_LIMITS: Mapping[str, tuple[float, str]] = {"generate": (600, "8g")}
 DEFAULT_TIMEOUT, DEFAULT_MEMORY = 300.0, "4g"
@@ -155,9 +156,12 @@ class ImageTarget:
         memory: str,
     ) -> RunOutcome:
         name = Path(script).stem
+        mounts = [Mount(self.validate_source, self.validate_dir), Mount(self.inputs, "/builder/in")]
+        if options.get("model_dir"):  # a host model directory, mounted read-only
+            mounts.append(Mount(Path(options["model_dir"]), "/builder/model"))
+            options = {**options, "model_dir": "/builder/model"}
         (self.inputs / f"{name}.json").write_text(json.dumps(options))
         argv = ["python", "-I", f"{self.validate_dir}/{script}", f"/builder/in/{name}.json"]
-        mounts = [Mount(self.validate_source, self.validate_dir), Mount(self.inputs, "/builder/in")]
         return self.engine.run(
             self.image,
             argv,

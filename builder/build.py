@@ -86,13 +86,14 @@ def build_cell(
     *,
     push: bool = False,
     registry: str | None = None,
+    no_cache: bool = False,
 ) -> BuildRecord:
     """Render and build one cell; every failure becomes a record, never an exception."""
     tag = image_tag(cell, registry or matrix.registry)
     rendered = render_cell(matrix, cell, output, log)
     log_path = output / f"{cell.id}.build.log"
     with build_secrets(cell, environ) as secrets:
-        outcome = engine.build(rendered.directory, tag, secrets, log_path)
+        outcome = engine.build(rendered.directory, tag, secrets, log_path, no_cache)
     record = BuildRecord(
         cell_id=cell.id,
         tag=tag,
@@ -129,6 +130,7 @@ def build_cells(
     jobs: int = 1,
     push: bool = False,
     registry: str | None = None,
+    no_cache: bool = False,
 ) -> list[BuildRecord]:
     """Build cells, `jobs` at a time, after refusing any missing or stale lock."""
     require_fresh(matrix, cells)
@@ -136,7 +138,15 @@ def build_cells(
     def one(cell: Cell) -> BuildRecord:
         log.info(f"build {cell.id}")
         record = build_cell(
-            matrix, cell, engine, environ, output, log, push=push, registry=registry
+            matrix,
+            cell,
+            engine,
+            environ,
+            output,
+            log,
+            push=push,
+            registry=registry,
+            no_cache=no_cache,
         )
         log.info(f"{'ok  ' if record.ok else 'FAIL'} {cell.id} ({record.seconds:.0f}s)")
         return record

@@ -148,13 +148,14 @@ def lock(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], upgrade:
               help="Cells built at once.")
 @click.option("--push", is_flag=True, help="Push each built image to the registry.")
 @click.option("--registry", metavar="REPO", help="Image repository (overrides matrix `registry`).")
+@click.option("--no-cache", is_flag=True, help="Ignore BuildKit's layer cache (catch upstream drift).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build"), show_default=True, help="Build contexts and logs.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.pass_context
 def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: int, push: bool,
-          registry: str | None, output: Path, fmt: str) -> int:
+          registry: str | None, no_cache: bool, output: Path, fmt: str) -> int:
     """Build each cell's image with BuildKit from its lock (refuses stale or missing locks)."""
     from builder.build import build_cells
     from builder.engine import DockerEngine
@@ -167,7 +168,7 @@ def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: i
                                 "pass --registry")
     engine = DockerEngine(ctx.obj["environ"], _log(ctx))
     records = build_cells(matrix, selected, engine, ctx.obj["environ"], output, _log(ctx),
-                          jobs=jobs, push=push, registry=registry)
+                          jobs=jobs, push=push, registry=registry, no_cache=no_cache)
     if fmt == "json":
         click.echo(json.dumps({"cells": [r.to_json() for r in records]}, indent=2))
     for r in records if fmt == "text" else ():

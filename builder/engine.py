@@ -59,6 +59,7 @@ class Engine(Protocol):
         tag: str,
         secrets: Mapping[str, Path],
         log_path: Path,
+        no_cache: bool = False,
     ) -> BuildOutcome: ...
 
     def run(
@@ -149,12 +150,15 @@ class DockerEngine:
         tag: str,
         secrets: Mapping[str, Path],
         log_path: Path,
+        no_cache: bool = False,
     ) -> BuildOutcome:
         if self._build_client is None:
             self._build_client = find_build_client(self.environ)
         client, buildx = self._build_client
         argv = [client, "buildx", "build", "--load"] if buildx else [client, "build"]
         argv += ["--progress=plain", "--tag", tag, "--file", str(context / "Dockerfile")]
+        if no_cache:
+            argv.append("--no-cache")
         for name, source in sorted(secrets.items()):
             argv += ["--secret", f"id={name},src={source}"]
         argv.append(str(context))
@@ -186,7 +190,8 @@ class DockerEngine:
 
         requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else []
         volumes = {
-            str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts
+            str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            for m in mounts
         }
         start = time.monotonic()
         container = self.client.containers.create(

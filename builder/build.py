@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from builder.engine import Engine
 from builder.lock import require_fresh
 from builder.log import Log
 from builder.matrix import Cell, Matrix
-from builder.render import render_cell
+from builder.render import Rendered, render_cell
 
 DEFAULT_REPOSITORY = "builder/cells"
 
@@ -87,10 +87,12 @@ def build_cell(
     push: bool = False,
     registry: str | None = None,
     no_cache: bool = False,
+    rendered: Rendered | None = None,
 ) -> BuildRecord:
-    """Render and build one cell; every failure becomes a record, never an exception."""
+    """Build one cell (rendering it unless `rendered` is given); every failure becomes a
+    record, never an exception."""
     tag = image_tag(cell, registry or matrix.registry)
-    rendered = render_cell(matrix, cell, output, log)
+    rendered = rendered or render_cell(matrix, cell, output, log)
     log_path = output / f"{cell.id}.build.log"
     with build_secrets(cell, environ) as secrets:
         outcome = engine.build(rendered.directory, tag, secrets, log_path, no_cache)
@@ -115,8 +117,8 @@ def build_cell(
         try:
             digest = engine.push(tag, log_path)
         except RuntimeError as exc:
-            return BuildRecord(**{**record.to_json(), "ok": False, "size": size, "error": str(exc)})
-    return BuildRecord(**{**record.to_json(), "size": size, "digest": digest})
+            return replace(record, ok=False, size=size, error=str(exc))
+    return replace(record, size=size, digest=digest)
 
 
 def build_cells(

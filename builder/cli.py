@@ -74,8 +74,12 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
 @matrix_option
 @cell_option
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=Path("build"),
-    show_default=True, help="Directory for DIR/<cell-id>/Dockerfile and its build context.",
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build"),
+    show_default=True,
+    help="Directory for DIR/<cell-id>/Dockerfile and its build context.",
 )
 @click.pass_context
 def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output: Path) -> int:
@@ -93,10 +97,15 @@ def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output
 @cli.command("matrix", epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option("--format", "fmt", type=click.Choice(["json", "github", "bake"]), default="json",
-              show_default=True,
-              help="json: the cells; github: a strategy.matrix for fan-out jobs (one line); "
-              "bake: a docker-bake.json with one target per cell.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "github", "bake"]),
+    default="json",
+    show_default=True,
+    help="json: the cells; github: a strategy.matrix for fan-out jobs (one line); "
+    "bake: a docker-bake.json with one target per cell.",
+)
 @click.pass_context
 def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str) -> int:
     """Print the expanded cells of the matrix, or a CI fan-out of them."""
@@ -113,17 +122,34 @@ def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fm
 @matrix_option
 @cell_option
 @click.option("--upgrade", is_flag=True, help="Re-resolve everything, ignoring current pins.")
-@click.option("--upgrade-package", "upgrade_packages", multiple=True, metavar="NAME",
-              help="Bump one package, keeping every other pin where possible (repeatable).")
-@click.option("--resolver", type=click.Choice(["uv", "pip-tools"]), default="uv",
-              show_default=True,
-              help="uv resolves on the host for the cell's Python and platform; pip-tools runs "
-              "pip-compile inside a container of the cell's base image.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--upgrade-package",
+    "upgrade_packages",
+    multiple=True,
+    metavar="NAME",
+    help="Bump one package, keeping every other pin where possible (repeatable).",
+)
+@click.option(
+    "--resolver",
+    type=click.Choice(["uv", "pip-tools"]),
+    default="uv",
+    show_default=True,
+    help="uv resolves on the host for the cell's Python and platform; pip-tools runs "
+    "pip-compile inside a container of the cell's base image.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_context
-def lock(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], upgrade: bool,
-         upgrade_packages: tuple[str, ...], resolver: str, fmt: str) -> int:
+def lock(
+    ctx: click.Context,
+    matrix_path: Path,
+    cells: tuple[str, ...],
+    upgrade: bool,
+    upgrade_packages: tuple[str, ...],
+    resolver: str,
+    fmt: str,
+) -> int:
     """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
     from builder.lock import lock_cells
     from builder.matrix import load_matrix, select_cells
@@ -131,8 +157,15 @@ def lock(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], upgrade:
     if upgrade and upgrade_packages:
         raise errors.InputError("--upgrade and --upgrade-package exclude each other")
     matrix = load_matrix(matrix_path)
-    results = lock_cells(matrix, select_cells(matrix, cells), ctx.obj["environ"], _log(ctx),
-                         upgrade=upgrade, upgrade_packages=upgrade_packages, resolver=resolver)
+    results = lock_cells(
+        matrix,
+        select_cells(matrix, cells),
+        ctx.obj["environ"],
+        _log(ctx),
+        upgrade=upgrade,
+        upgrade_packages=upgrade_packages,
+        resolver=resolver,
+    )
     if fmt == "json":
         click.echo(json.dumps({"cells": [r.to_json() for r in results]}, indent=2))
     else:
@@ -144,18 +177,42 @@ def lock(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], upgrade:
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells built at once.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cells built at once.",
+)
 @click.option("--push", is_flag=True, help="Push each built image to the registry.")
 @click.option("--registry", metavar="REPO", help="Image repository (overrides matrix `registry`).")
-@click.option("--no-cache", is_flag=True, help="Ignore BuildKit's layer cache (catch upstream drift).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("build"), show_default=True, help="Build contexts and logs.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--no-cache", is_flag=True, help="Ignore BuildKit's layer cache (catch upstream drift)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build"),
+    show_default=True,
+    help="Build contexts and logs.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_context
-def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: int, push: bool,
-          registry: str | None, no_cache: bool, output: Path, fmt: str) -> int:
+def build(
+    ctx: click.Context,
+    matrix_path: Path,
+    cells: tuple[str, ...],
+    jobs: int,
+    push: bool,
+    registry: str | None,
+    no_cache: bool,
+    output: Path,
+    fmt: str,
+) -> int:
     """Build each cell's image with BuildKit from its lock (refuses stale or missing locks)."""
     from builder.build import build_cells
     from builder.engine import DockerEngine
@@ -164,37 +221,70 @@ def build(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], jobs: i
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
     if push and not (registry or matrix.registry):
-        raise errors.InputError("--push needs a registry: set `registry` in the matrix or "
-                                "pass --registry")
+        raise errors.InputError(
+            "--push needs a registry: set `registry` in the matrix or pass --registry"
+        )
     engine = DockerEngine(ctx.obj["environ"], _log(ctx))
-    records = build_cells(matrix, selected, engine, ctx.obj["environ"], output, _log(ctx),
-                          jobs=jobs, push=push, registry=registry, no_cache=no_cache)
+    records = build_cells(
+        matrix,
+        selected,
+        engine,
+        ctx.obj["environ"],
+        output,
+        _log(ctx),
+        jobs=jobs,
+        push=push,
+        registry=registry,
+        no_cache=no_cache,
+    )
     if fmt == "json":
         click.echo(json.dumps({"cells": [r.to_json() for r in records]}, indent=2))
     for r in records if fmt == "text" else ():
         size = f"{(r.size or 0) / 1e6:.0f} MB" if r.ok else r.error
-        click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.cell_id}  {r.tag}  {size}  {r.seconds:.1f}s"
-                   + ("" if r.ok else "\n" + r.log_tail))
+        click.echo(
+            f"{'ok  ' if r.ok else 'FAIL'} {r.cell_id}  {r.tag}  {size}  {r.seconds:.1f}s"
+            + ("" if r.ok else "\n" + r.log_tail)
+        )
     return errors.OK if all(r.ok for r in records) else errors.CELLS_FAILED
 
 
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option("--engine", type=click.Choice(["docker", "venv"]), default="docker",
-              show_default=True,
-              help="docker: build each cell and probe inside its image. venv: no container "
-              "engine; a uv venv per cell from the same lock, probes as processes.")
-@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("reports"), show_default=True,
-              help="Where report.json, build contexts and logs go.")
+@click.option(
+    "--engine",
+    type=click.Choice(["docker", "venv"]),
+    default="docker",
+    show_default=True,
+    help="docker: build each cell and probe inside its image. venv: no container "
+    "engine; a uv venv per cell from the same lock, probes as processes.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("reports"),
+    show_default=True,
+    help="Where report.json, build contexts and logs go.",
+)
 @click.option("--no-cache", is_flag=True, help="Ignore stored results: rebuild and re-probe all.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Result cache directory (default: $BUILDER_CACHE_DIR or .builder-cache).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Result cache directory (default: $BUILDER_CACHE_DIR or .builder-cache).",
+)
 @click.option("--build-anyway", is_flag=True, help="Build cells even when `check` finds errors.")
 @click.pass_context
-def validate(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], engine: str,
-             output: Path, no_cache: bool, cache_dir: Path | None, build_anyway: bool) -> int:
+def validate(
+    ctx: click.Context,
+    matrix_path: Path,
+    cells: tuple[str, ...],
+    engine: str,
+    output: Path,
+    no_cache: bool,
+    cache_dir: Path | None,
+    build_anyway: bool,
+) -> int:
     """Lock (if missing), check, build and probe each cell; write DIR/report.json."""
     from builder.matrix import load_matrix, select_cells
     from builder.validate import ValidateOptions
@@ -204,8 +294,13 @@ def validate(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], engi
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
     cache_dir = cache_dir or Path(environ.get("BUILDER_CACHE_DIR", ".builder-cache"))
-    options = ValidateOptions(engine=engine, output=output, cache_dir=cache_dir,
-                              use_cache=not no_cache, build_anyway=build_anyway)
+    options = ValidateOptions(
+        engine=engine,
+        output=output,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        build_anyway=build_anyway,
+    )
     report = run_validate(matrix, selected, options, environ, _log(ctx), ["builder", *sys.argv[1:]])
     for cell in report["cells"]:
         mark = "cached " if cell["cache"]["hit"] else ""
@@ -216,20 +311,46 @@ def validate(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], engi
 
 
 @cli.command("report", epilog=EXIT_CODES)
-@click.argument("reports", nargs=-1, required=True, metavar="REPORT_JSON...",
-                type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "html", "junit", "json"]),
-              help="Default: md; json with --merge. --diff prints md or json.")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write here (atomically) instead of stdout.")
-@click.option("--diff", "old", type=click.Path(path_type=Path, dir_okay=False),
-              metavar="OLD_JSON", help="Show what changed since OLD_JSON; exit 1 if something "
-              "that passed there fails now.")
-@click.option("--merge", is_flag=True,
-              help="Merge the per-cell reports of fan-out jobs (a later duplicate cell wins).")
+@click.argument(
+    "reports",
+    nargs=-1,
+    required=True,
+    metavar="REPORT_JSON...",
+    type=click.Path(path_type=Path, dir_okay=False),
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html", "junit", "json"]),
+    help="Default: md; json with --merge. --diff prints md or json.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write here (atomically) instead of stdout.",
+)
+@click.option(
+    "--diff",
+    "old",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="OLD_JSON",
+    help="Show what changed since OLD_JSON; exit 1 if something that passed there fails now.",
+)
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="Merge the per-cell reports of fan-out jobs (a later duplicate cell wins).",
+)
 @click.pass_context
-def report_cmd(ctx: click.Context, reports: tuple[Path, ...], fmt: str | None,
-               output: Path | None, old: Path | None, merge: bool) -> int:
+def report_cmd(
+    ctx: click.Context,
+    reports: tuple[Path, ...],
+    fmt: str | None,
+    output: Path | None,
+    old: Path | None,
+    merge: bool,
+) -> int:
     """Render a report.json as Markdown, HTML, JUnit XML or JSON; diff or merge reports."""
     from builder.lock import write_atomic
     from builder.report import run_report
@@ -253,17 +374,40 @@ def schema() -> int:
 
 @cli.command("scan", epilog=EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--entry", "entries", multiple=True, type=click.Path(path_type=Path),
-              metavar="FILE", help="Entry file (repeatable). Default: every .py at the top of PATH.")
-@click.option("-r", "--requirements", multiple=True, type=click.Path(path_type=Path),
-              metavar="FILE", help="A requirements file to compare with (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--entry",
+    "entries",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Entry file (repeatable). Default: every .py at the top of PATH.",
+)
+@click.option(
+    "-r",
+    "--requirements",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="A requirements file to compare with (repeatable).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.option("--python", metavar="X.Y", help="Target Python. Default: the running one.")
-@click.option("--profile-draft", type=click.Path(path_type=Path, dir_okay=False),
-              metavar="FILE", help="Also write a draft model profile (YAML) here.")
-def scan_cmd(path: Path, entries: tuple[Path, ...], requirements: tuple[Path, ...], fmt: str,
-             python: str | None, profile_draft: Path | None) -> int:
+@click.option(
+    "--profile-draft",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Also write a draft model profile (YAML) here.",
+)
+def scan_cmd(
+    path: Path,
+    entries: tuple[Path, ...],
+    requirements: tuple[Path, ...],
+    fmt: str,
+    python: str | None,
+    profile_draft: Path | None,
+) -> int:
     """Follow PATH's imports statically and check them against its requirements.
 
     Exits 1 when a local module is missing or a module-level import is not declared.
@@ -278,10 +422,15 @@ def scan_cmd(path: Path, entries: tuple[Path, ...], requirements: tuple[Path, ..
 
 @cli.command("inspect", epilog=EXIT_CODES)
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--gpu-memory-gb", type=click.FloatRange(min=0, min_open=True), metavar="N",
-              help="GPU memory (GiB) to compare the bf16 weights with.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--gpu-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="GPU memory (GiB) to compare the bf16 weights with.",
+)
 def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
     """Inspect a model directory: layout, pipeline class, profile, weights, memory.
 
@@ -297,12 +446,14 @@ def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.option("--offline", is_flag=True, help="Use cached index metadata only.")
 @click.pass_context
-def check(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str,
-          offline: bool) -> int:
+def check(
+    ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str, offline: bool
+) -> int:
     """Check each cell against its model profiles and the index, without building anything.
 
     Exits 1 when any cell has an error finding. Metadata is cached in $BUILDER_CACHE_DIR
@@ -340,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # a bug: say so, traceback only when asked
         if "--debug" in args:
             traceback.print_exc()
-        log.error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it")
+        log.error(
+            f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it"
+        )
         code = errors.INTERNAL
     sys.exit(code if isinstance(code, int) else errors.OK)

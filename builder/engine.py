@@ -7,7 +7,6 @@ through the Docker SDK and are always removed, also on error and Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -78,8 +77,6 @@ class Engine(Protocol):
     def inspect(self, image: str) -> dict[str, Any]: ...
 
     def push(self, tag: str, log_path: Path) -> str: ...
-
-    def remove_image(self, image: str) -> None: ...
 
 
 def _clients(environ: Mapping[str, str]) -> list[str]:
@@ -243,12 +240,6 @@ class DockerEngine:
         digests = self.inspect(tag).get("RepoDigests") or []
         repo = tag.rsplit(":", 1)[0]
         return next((d for d in digests if d.startswith(repo + "@")), digests[0] if digests else "")
-
-    def remove_image(self, image: str) -> None:
-        import docker
-
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            self.client.images.remove(image, force=True)
 
 
 def _run_logged(

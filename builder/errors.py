@@ -32,12 +32,6 @@ class EngineUnavailable(BuilderError):
     exit_code = ENGINE_UNAVAILABLE
 
 
-class CellsFailed(BuilderError):
-    """At least one cell failed; the others ran to the end."""
-
-    exit_code = CELLS_FAILED
-
-
 def located(path: object, line: int, column: int, field: str, message: str) -> str:
     """Format a problem as `file:line:col: field: message` (1-based line and column)."""
     where = f"{path}:{line}:{column}"

@@ -18,7 +18,6 @@ from builder.lock import lock_path, read_lock
 from builder.matrix import Cell, Matrix
 from builder.render import labels
 
-FORMATS = ("json", "github", "bake")
 CONTEXT_DIR = "build"  # where `builder render` writes the contexts (its default -o)
 _BAKE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -27,7 +27,6 @@ from builder.errors import InputError
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 
-RESOLVERS = ("uv", "pip-tools")
 ISOLATION = "isolated"  # how preinstalled packages of the base are treated; reports say so
 _PLATFORM_TAGS = {
     "linux/amd64": "x86_64-manylinux_2_28",
@@ -212,7 +211,7 @@ def require_fresh(matrix: Matrix, cells: Sequence[Cell]) -> None:
         lines = "\n".join(f"  {cell.id}: {reason}" for cell, reason in problems)
         raise InputError(
             f"{len(problems)} cell(s) need a fresh lock:\n{lines}",
-            hint=f"run `builder lock -m {matrix.path}` (or pass --lock)",
+            hint=f"run `builder lock -m {matrix.path}`",
         )
 
 

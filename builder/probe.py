@@ -124,7 +124,6 @@ class Target(Protocol):
 
     lock_path: str
     app_path: str | None
-    validate_dir: str
 
     def run(
         self,
@@ -183,10 +182,6 @@ class VenvTarget:
     lock_path: str
     app_path: str | None
     isolate_network: Sequence[str] = ()  # e.g. ("unshare", "-rn") when it works here
-    validate_dir: str = ""
-
-    def __post_init__(self) -> None:
-        self.validate_dir = str(self.validate_source)
 
     def run(
         self,

@@ -34,7 +34,6 @@ FAILED = ("fail", "error")
 MARKS = {"pass": "✅", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 CACHED_MARK = "♻️"
 ABSENT_MARK = "—"
-FORMATS = ("md", "html", "junit", "json")
 MAX_COLUMNS = 10  # Markdown grid columns per table: wider matrices wrap into more tables
 MAX_MARKDOWN = 65_000  # GitHub caps comments and job summaries near 65,536 characters
 MAX_LINE = 240
@@ -457,7 +456,7 @@ RENDERERS = {"md": render_markdown, "html": render_html, "junit": render_junit, 
 
 
 def render(report: Report, fmt: str) -> str:
-    """Render a validated report in one of FORMATS."""
+    """Render a validated report as md, html, junit or json."""
     return RENDERERS[fmt](report)
 
 

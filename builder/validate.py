@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__, cache
-from builder.build import build_cell
+from builder.build import BuildRecord, build_cell
 from builder.engine import DockerEngine
 from builder.lock import (
     ISOLATION,
@@ -33,11 +33,9 @@ from builder.lock import (
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.probe import ImageTarget, ProbeResult, Target, VenvTarget, run_probe
-from builder.render import render_cell
+from builder.render import Rendered, render_cell
 from builder.resources import data_dir
 from builder.venv import network_isolation, prepare
-
-ENGINES = ("docker", "venv")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +155,7 @@ def ensure_lock(session: Session, cell: Cell, record: dict[str, Any]) -> bool:
     reason = stale_reason(session.matrix, cell)
     if reason is None:
         return True
-    if "is stale" in reason or "no inputs" in reason:
+    if read_lock(lock_path(session.matrix, cell)) is not None:
         record.update(status="fail", reason=f"{reason}; run `builder lock --cell {cell.id}`")
         return False
     result = lock_cell(session.matrix, cell, dict(session.environ))
@@ -213,7 +211,10 @@ def _guarded(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict
 
 
 def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> None:
-    key = cache_key(session, cell)
+    rendered = None
+    if session.docker is not None:  # rendered once: for the cache key and, if missed, the build
+        rendered = render_cell(session.matrix, cell, session.options.output / "build", session.log)
+    key = cache_key(session, cell, rendered)
     record["cache"]["key"] = key
     stored = cache.load(session.options.cache_dir, key) if session.options.use_cache else None
     if stored is not None:
@@ -221,7 +222,7 @@ def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> N
         record.update({k: v for k, v in stored.items() if k not in ("seconds", "finished")})
         session.log.info(f"{cell.id}: {record['status']} (cached {stored.get('finished')})")
         return
-    target = make_target(session, cell, record)
+    target = make_target(session, cell, record, rendered)
     if target is not None:
         probes = [
             run_probe_logged(session, cell, target, name, options) for name, options in cell.probes
@@ -243,7 +244,7 @@ def run_probe_logged(
     return result
 
 
-def cache_key(session: Session, cell: Cell) -> str:
+def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
     lock = read_lock(lock_path(session.matrix, cell))
     parts: dict[str, Any] = {
         "engine": session.options.engine,
@@ -254,10 +255,7 @@ def cache_key(session: Session, cell: Cell) -> str:
         "profiles": list(cell.profiles),
         "app": cache.tree_digest(cell.app.path) if cell.app else None,
     }
-    if session.docker is not None:
-        rendered = render_cell(
-            session.matrix, cell, session.options.output / "build", Log(verbosity=-1)
-        )
+    if session.docker is not None and rendered is not None:
         parts["context"] = cache.tree_digest(rendered.directory)
         parts["base"] = _image_identity(session.docker, cell.base.image)
     else:
@@ -273,18 +271,20 @@ def _image_identity(docker: DockerEngine, image: str) -> str:
     return str(attrs.get("Id"))
 
 
-def make_target(session: Session, cell: Cell, record: dict[str, Any]) -> Target | None:
+def make_target(
+    session: Session, cell: Cell, record: dict[str, Any], rendered: Rendered | None
+) -> Target | None:
     inputs = session.options.output / "inputs" / cell.id
     shutil.rmtree(inputs, ignore_errors=True)
     inputs.mkdir(parents=True)
     shutil.copy(lock_path(session.matrix, cell), inputs / "lock.txt")
     if session.docker is not None:
-        return _image_target(session, cell, record, inputs)
+        return _image_target(session, cell, record, inputs, rendered)
     return _venv_target(session, cell, record, inputs)
 
 
 def _image_target(
-    session: Session, cell: Cell, record: dict[str, Any], inputs: Path
+    session: Session, cell: Cell, record: dict[str, Any], inputs: Path, rendered: Rendered | None
 ) -> Target | None:
     assert session.docker is not None
     built = build_cell(
@@ -294,6 +294,7 @@ def _image_target(
         session.environ,
         session.options.output / "build",
         session.log,
+        rendered=rendered,
     )
     record["build"] = built.to_json()
     if not built.ok:
@@ -319,19 +320,14 @@ def _venv_target(
         skipped = prepared.reason.startswith("skipped")
         record.update(status="skipped" if skipped else "fail", reason=prepared.reason)
         if prepared.log:
-            record["build"] = {
-                "tag": "",
-                "ok": False,
-                "seconds": prepared.seconds,
-                "image_id": None,
-                "size": None,
-                "digest": None,
-                "log": None,
-                "log_tail": prepared.log,
-                "cached_steps": 0,
-                "total_steps": 0,
-                "error": prepared.reason,
-            }
+            record["build"] = BuildRecord(
+                cell_id=cell.id,
+                tag="",
+                ok=False,
+                seconds=prepared.seconds,
+                log_tail=prepared.log,
+                error=prepared.reason,
+            ).to_json()
         return None
     return VenvTarget(
         prepared.python,

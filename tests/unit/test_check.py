@@ -346,6 +346,33 @@ def test_a_bin_weights_row_only_applies_to_models_that_load_bin_weights(tmp_path
     assert list(rule_known_bad(context(tmp_path, versions, profiles=("wan2.1",)))) == []
 
 
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        # transformers 5's torch minimum moved per release: 2.2, then 2.4, 2.5, 2.6
+        ({"transformers": "5.0.0", "torch": "2.3.1"}, []),
+        ({"transformers": "5.1.0", "torch": "2.3.1"}, [("error", "transformers")]),
+        ({"transformers": "5.19.0", "torch": "2.5.1"}, []),
+        ({"transformers": "5.20.0", "torch": "2.5.1"}, [("error", "transformers")]),
+        ({"transformers": "5.23.0", "torch": "2.6.0+cu124"}, []),
+        # diffusers before 0.35.2 imports a name transformers 5 removed
+        (
+            {"diffusers": "0.35.1", "transformers": "5.2.0", "torch": "2.9.1"},
+            [("error", "diffusers")],
+        ),
+        ({"diffusers": "0.35.2", "transformers": "5.2.0", "torch": "2.9.1"}, []),
+        ({"diffusers": "0.35.1", "transformers": "4.57.6", "torch": "2.9.1"}, []),
+        # diffusers 0.39 only declares torch>=2.6: a warning, not an error
+        ({"diffusers": "0.39.0", "torch": "2.5.1"}, [("warning", "diffusers")]),
+    ],
+)
+def test_transformers_5_and_diffusers_rows_follow_each_release(
+    tmp_path: Path, versions: dict[str, str], expected: list[tuple[str, str]]
+) -> None:
+    found = rule_known_bad(context(tmp_path, versions))
+    assert [(f.severity, f.package) for f in found] == expected
+
+
 def test_every_curated_row_names_its_source() -> None:
     issues = load_known_issues()
     assert issues.known_bad and all(row.source.startswith("http") for row in issues.known_bad)
@@ -509,11 +536,15 @@ def test_an_unreachable_index_is_its_own_finding_not_a_conflict() -> None:
     from builder.check import _unresolved
     from builder.matrix import parse_matrix
 
-    text = 'version: 1\nbases: {b: {image: x, python: "3.11"}}\naxes: {base: [b], torch: ["2.4.1"]}\n'
+    text = (
+        'version: 1\nbases: {b: {image: x, python: "3.11"}}\naxes: {base: [b], torch: ["2.4.1"]}\n'
+    )
     cell = parse_matrix(text, Path("matrix.yaml")).cells[0]
-    error = ("error: Request failed after 3 retries\n  Caused by: Failed to fetch: "
-             "`https://download.pytorch.org/whl/cu118/torchvision/`\n"
-             "  Caused by: failed to lookup address information: Name or service not known")
+    error = (
+        "error: Request failed after 3 retries\n  Caused by: Failed to fetch: "
+        "`https://download.pytorch.org/whl/cu118/torchvision/`\n"
+        "  Caused by: failed to lookup address information: Name or service not known"
+    )
     resolved = _unresolved(cell, error, "matrix.yaml:3")
     assert [f.code for f in resolved.findings] == ["index-unreachable"]
     assert "download.pytorch.org/whl/cu118/torchvision/" in resolved.findings[0].message

@@ -138,6 +138,14 @@ def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fm
     "pip-compile inside a container of the cell's base image.",
 )
 @click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Cells resolved at once (resolution mostly waits on the index).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.pass_context
@@ -148,6 +156,7 @@ def lock(
     upgrade: bool,
     upgrade_packages: tuple[str, ...],
     resolver: str,
+    jobs: int,
     fmt: str,
 ) -> int:
     """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
@@ -165,6 +174,7 @@ def lock(
         upgrade=upgrade,
         upgrade_packages=upgrade_packages,
         resolver=resolver,
+        jobs=jobs,
     )
     if fmt == "json":
         click.echo(json.dumps({"cells": [r.to_json() for r in results]}, indent=2))
@@ -267,7 +277,11 @@ def build(
     show_default=True,
     help="Where report.json, build contexts and logs go.",
 )
-@click.option("--no-cache", is_flag=True, help="Ignore stored results: rebuild and re-probe all.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Ignore stored results: build (layer cache still applies) and probe every cell again.",
+)
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),

@@ -16,7 +16,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -410,19 +412,22 @@ def lock_cells(
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
     resolver: str = "uv",
+    jobs: int = 1,
 ) -> list[LockResult]:
-    """Lock each cell; a cell that cannot be resolved never stops the others."""
-    results = []
-    for cell in cells:
-        with log.step(f"lock {cell.id}"):
-            results.append(
-                lock_cell(
-                    matrix,
-                    cell,
-                    environ,
-                    upgrade=upgrade,
-                    upgrade_packages=upgrade_packages,
-                    resolver=resolver,
-                )
-            )
-    return results
+    """Lock cells, `jobs` at a time; a cell that cannot be resolved never stops the others."""
+
+    def one(cell: Cell) -> LockResult:
+        start = time.monotonic()
+        result = lock_cell(
+            matrix,
+            cell,
+            environ,
+            upgrade=upgrade,
+            upgrade_packages=upgrade_packages,
+            resolver=resolver,
+        )
+        log.info(f"lock {cell.id}: {time.monotonic() - start:.1f}s")
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, cells))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -62,7 +63,14 @@ def docker_engine() -> Iterator[object]:
         pytest.skip(problem)
     import docker
 
-    yield docker.from_env()
+    client = docker.from_env()
+    before = {image.id for image in client.images.list(all=True)}
+    yield client
+    # Images the tests built go; BuildKit's cache stays, so the next run is as fast.
+    for image in client.images.list(all=True):
+        if image.id not in before and BASE_IMAGE not in image.tags:
+            with contextlib.suppress(docker.errors.APIError):  # gone with a child already
+                client.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="session")

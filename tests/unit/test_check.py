@@ -278,6 +278,15 @@ def test_matching_torch_companions_pass(tmp_path: Path) -> None:
     assert list(rule_companions(ctx)) == []
 
 
+def test_the_companion_table_reaches_torch_2_13(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"torch": "2.13.0+cpu", "torchvision": "0.27.0"})
+    (finding,) = rule_companions(ctx)
+    assert "0.28" in finding.message + finding.hint
+    assert (
+        list(rule_companions(context(tmp_path, {"torch": "2.13.0", "torchvision": "0.28.0"}))) == []
+    )
+
+
 @pytest.mark.parametrize(
     ("torch", "cuda", "bad"),
     [
@@ -286,6 +295,8 @@ def test_matching_torch_companions_pass(tmp_path: Path) -> None:
         ("2.4.0", "12.4", False),
         ("2.4.0+cu118", "12.1", True),
         ("2.4.0+cu121", "12.1", False),
+        ("2.11.0", "12.8", True),  # from 2.11 PyPI's default wheel is CUDA 13.0
+        ("2.13.0", "13.0", False),
     ],
 )
 def test_a_torch_wheel_must_be_runnable_on_the_base_cuda(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from builder import lock
 from builder.errors import InputError
 from builder.lock import (
+    LockResult,
     diff_locks,
     explain_failure,
     header,
@@ -19,6 +23,7 @@ from builder.lock import (
     stale_reason,
     write_atomic,
 )
+from builder.log import Log
 from builder.matrix import parse_matrix
 
 MATRIX = """version: 1
@@ -116,3 +121,18 @@ def test_uvs_failure_is_cut_to_the_conflict() -> None:
         "Because transformers==4.47.0 depends on tokenizers>=0.21,<0.22 and you require "
         "tokenizers==0.20.0, we can conclude that your requirements are unsatisfiable."
     )
+
+
+def test_cells_lock_side_by_side_and_keep_their_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = matrix_at(tmp_path, MATRIX.replace('six: ["1.16.0"]', 'six: ["1.16.0", "1.17.0"]'))
+    both_running = threading.Barrier(2, timeout=30)  # breaks, failing the test, if run in turn
+
+    def fake_lock_cell(matrix: Any, cell: Any, environ: Any, **_: Any) -> LockResult:
+        both_running.wait()
+        return LockResult(cell.id, lock_path(matrix, cell), ok=True)
+
+    monkeypatch.setattr(lock, "lock_cell", fake_lock_cell)
+    results = lock.lock_cells(matrix, matrix.cells, {}, Log(verbosity=-1), jobs=2)
+    assert [r.cell_id for r in results] == [c.id for c in matrix.cells]

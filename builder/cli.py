@@ -53,6 +53,12 @@ def cell_option(f: F) -> F:
     )(f)
 
 
+def jobs_option(default: int, text: str) -> Callable[[F], F]:
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(min=1), default=default, show_default=True, help=text
+    )
+
+
 def _log(ctx: click.Context) -> Log:
     log: Log = ctx.obj["log"]
     return log
@@ -137,14 +143,7 @@ def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fm
     help="uv resolves on the host for the cell's Python and platform; pip-tools runs "
     "pip-compile inside a container of the cell's base image.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Cells resolved at once (resolution mostly waits on the index).",
-)
+@jobs_option(4, "Cells resolved at once (resolution mostly waits on the index).")
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -187,14 +186,7 @@ def lock(
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Cells built at once.",
-)
+@jobs_option(1, "Cells built at once.")
 @click.option("--push", is_flag=True, help="Push each built image to the registry.")
 @click.option("--registry", metavar="REPO", help="Image repository (overrides matrix `registry`).")
 @click.option(

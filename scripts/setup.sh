@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for builder: a venv with builder and its dev tools, the Docker
 # engine (Debian's docker.io, whose 20.10 client has BuildKit built in), started and polled,
-# the registry-free test base image, headless Chromium for the report tests, and the probe venvs. Idempotent; fails loudly when the engine cannot start.
+# the registry-free test base image, headless Chromium for the report tests, docker-registry and
+# docker-compose for the push tests, and the probe venvs. Idempotent; fails loudly when the engine
+# cannot start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-registry >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-registry >/dev/null || ! command -v docker-compose >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap chromium docker-registry >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap chromium docker-registry docker-compose >/dev/null
   else
-    echo "setup: install docker.io and debootstrap (needs root on Debian)" >&2
+    echo "setup: install docker.io, debootstrap, chromium, docker-registry and docker-compose (needs root on Debian)" >&2
   fi
 fi
 

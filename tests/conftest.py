@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,41 +103,44 @@ def copy_fixture(name: str, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def registry(docker_engine: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real image registry (Debian's docker-registry, distribution 2.8) on loopback."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        message = "docker-registry is not installed (apt-get install docker-registry)"
+def docker_compose_file() -> str:
+    return str(FIXTURES / "registry" / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    return "docker-compose"  # Debian's Compose v1: bookworm packages no Compose v2 plugin
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return ["up -d"]  # pytest-docker's default adds --wait, which only Compose v2 knows
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def registry(base_image: str, request: pytest.FixtureRequest) -> str:
+    """A real image registry on loopback, started by pytest-docker from a compose file:
+    Debian's docker-registry (distribution 2.8) in the test base image."""
+    missing = [tool for tool in ("docker-compose", "docker-registry") if not shutil.which(tool)]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (bash scripts/setup.sh)"
         if os.environ.get("CI"):
-            pytest.fail(message)
+            pytest.fail(f"{message}; CI is set: the push tests must run")
         pytest.skip(message)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = tmp_path_factory.mktemp("registry")
-    config = root / "config.yml"
-    config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n"
+    services = request.getfixturevalue("docker_services")
+    address = f"{request.getfixturevalue('docker_ip')}:{services.port_for('registry', 5000)}"
+    services.wait_until_responsive(
+        check=lambda: _answers(f"http://{address}/v2/"), timeout=30.0, pause=0.1
     )
-    log = root / "registry.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}/v2/"
-    for _ in range(200):  # poll until it answers, at most ~10 s
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"docker-registry exited: {log.read_text()[-1000:]}")
-            time.sleep(0.05)  # between polls
-    else:
-        process.kill()
-        pytest.fail("docker-registry did not answer on loopback")
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    return address
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,22 @@ def jobs_option(default: int, text: str) -> Callable[[F], F]:
     )
 
 
+def output_dir_option(default: str, text: str) -> Callable[[F], F]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(default),
+        show_default=True,
+        help=text,
+    )
+
+
+text_or_json = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
 def _log(ctx: click.Context) -> Log:
     log: Log = ctx.obj["log"]
     return log
@@ -79,14 +95,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("build"),
-    show_default=True,
-    help="Directory for DIR/<cell-id>/Dockerfile and its build context.",
-)
+@output_dir_option("build", "Directory for DIR/<cell-id>/Dockerfile and its build context.")
 @click.pass_context
 def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output: Path) -> int:
     """Render each cell's multi-stage Dockerfile and build context."""
@@ -144,9 +153,7 @@ def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fm
     "pip-compile inside a container of the cell's base image.",
 )
 @jobs_option(4, "Cells resolved at once (resolution mostly waits on the index).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@text_or_json
 @click.pass_context
 def lock(
     ctx: click.Context,
@@ -192,17 +199,8 @@ def lock(
 @click.option(
     "--no-cache", is_flag=True, help="Ignore BuildKit's layer cache (catch upstream drift)."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("build"),
-    show_default=True,
-    help="Build contexts and logs.",
-)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@output_dir_option("build", "Build contexts and logs.")
+@text_or_json
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -261,14 +259,7 @@ def build(
     help="docker: build each cell and probe inside its image. venv: no container "
     "engine; a uv venv per cell from the same lock, probes as processes.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("reports"),
-    show_default=True,
-    help="Where report.json, build contexts and logs go.",
-)
+@output_dir_option("reports", "Where report.json, build contexts and logs go.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -396,9 +387,7 @@ def schema() -> int:
     metavar="FILE",
     help="A requirements file to compare with (repeatable).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@text_or_json
 @click.option("--python", metavar="X.Y", help="Target Python. Default: the running one.")
 @click.option(
     "--profile-draft",
@@ -428,9 +417,7 @@ def scan_cmd(
 
 @cli.command("inspect", epilog=EXIT_CODES)
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@text_or_json
 @click.option(
     "--gpu-memory-gb",
     type=click.FloatRange(min=0, min_open=True),
@@ -452,9 +439,7 @@ def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@text_or_json
 @click.option("--offline", is_flag=True, help="Use cached index metadata only.")
 @click.pass_context
 def check(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BASE_IMAGE = os.environ.get("BUILDER_TEST_BASE", "builder-test-base:bookworm")
 WHEELS = Path(os.environ.get("BUILDER_TEST_WHEELS", "/opt/wheels"))
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+VALIDATE = ROOT / "validate"
+PROBE_EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
+NVIDIA = (
+    "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and "
+    "installed a driver from http://www.nvidia.com/Download/index.aspx"
+)
 
 
 @dataclass
@@ -39,6 +47,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def run_probe_script(
+    python: Path, name: str, options: dict[str, Any] | None, workdir: Path, stdin: str = ""
+) -> dict[str, Any]:
+    """Run one probe as builder's runner does (options file, else stdin); check that its last
+    stdout line is its JSON result and that the exit code matches the status."""
+    from builder.probe import SCRIPTS
+
+    argv = [str(python), "-I", str(VALIDATE / SCRIPTS[name])]
+    if options is not None:
+        path = workdir / f"{SCRIPTS[name]}.json"
+        path.write_text(json.dumps(options))
+        argv.append(str(path))
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600)
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["probe"] == name
+    assert proc.returncode == PROBE_EXIT_CODES[result["status"]], proc.stderr[-2000:]
+    return result
 
 
 def _engine_error() -> str | None:

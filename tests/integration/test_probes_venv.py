@@ -22,24 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NVIDIA, run_probe_script
+
 pytestmark = pytest.mark.slow
 
-VALIDATE = Path(__file__).resolve().parents[2] / "validate"
-SCRIPTS = {
-    "imports": "imports.py",
-    "numpy": "numpy.py",
-    "pip-check": "pip_check.py",
-    "lock-match": "lock_match.py",
-    "cuda": "cuda.py",
-    "media": "media.py",
-    "generate": "generate.py",
-}
-EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
 VARIANTS = ["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio"]
-NVIDIA = (
-    "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and "
-    "installed a driver from http://www.nvidia.com/Download/index.aspx"
-)
 # What pip-compile leaves out of a lock unless asked (--allow-unsafe).
 UNSAFE = {"pip", "setuptools", "wheel"}
 
@@ -104,16 +91,7 @@ def good_lock(good: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_probe(python: Path, name: str, options: dict, tmp_path: Path) -> dict:
     """Run one probe as the runner does and check the output and exit-code contract."""
-    path = tmp_path / f"{SCRIPTS[name]}.json"
-    path.write_text(json.dumps(options))
-    argv = [str(python), "-I", str(VALIDATE / SCRIPTS[name]), str(path)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["probe"] == name
-    assert proc.returncode == EXIT_CODES[result["status"]], proc.stderr[-2000:]
-    return result
+    return run_probe_script(python, name, options, tmp_path)
 
 
 @pytest.mark.parametrize(

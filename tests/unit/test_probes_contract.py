@@ -7,7 +7,6 @@ its site-packages stand in for installed distributions, which is exactly what th
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import subprocess
 import sys
@@ -17,21 +16,8 @@ from pathlib import Path
 import packaging
 import pytest
 
-VALIDATE = Path(__file__).resolve().parents[2] / "validate"
-PROBES = {
-    "imports": "imports.py",
-    "numpy": "numpy.py",
-    "pip-check": "pip_check.py",
-    "lock-match": "lock_match.py",
-    "cuda": "cuda.py",
-    "media": "media.py",
-    "generate": "generate.py",
-}
-EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
-NVIDIA = (
-    "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and "
-    "installed a driver from http://www.nvidia.com/Download/index.aspx"
-)
+from builder.probe import SCRIPTS
+from tests.conftest import NVIDIA, VALIDATE, run_probe_script
 
 
 class Venv:
@@ -71,18 +57,10 @@ def bare(tmp_path: Path) -> Venv:
     return Venv(tmp_path / "venv")
 
 
-def run_probe(python: Path, name: str, options: dict | None, stdin: str | None = None) -> dict:
+def run_probe(python: Path, name: str, options: dict | None, stdin: str = "") -> dict:
     """Run one probe as the runner does; check the one-JSON-last-line and exit-code contract."""
-    argv = [str(python), "-I", str(VALIDATE / PROBES[name])]
-    if options is not None:
-        path = python.parent.parent / f"{PROBES[name]}.json"
-        path.write_text(json.dumps(options))
-        argv.append(str(path))
-    proc = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=300)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_probe_script(python, name, options, python.parent.parent, stdin)
     assert set(result) == {"probe", "status", "reason", "details", "evidence", "warnings"}
-    assert result["probe"] == name
-    assert proc.returncode == EXIT_CODES[result["status"]], proc.stderr[-2000:]
     assert len(result["evidence"]) <= 2000
     return result
 
@@ -122,7 +100,7 @@ def test_a_probe_that_breaks_reports_error_with_its_traceback(bare: Venv, tmp_pa
 
 def test_probes_import_only_the_standard_library_at_top_level() -> None:
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    for script in PROBES.values():
+    for script in SCRIPTS.values():
         tree = ast.parse((VALIDATE / script).read_text())
         for node in tree.body:
             if isinstance(node, ast.Import | ast.ImportFrom):

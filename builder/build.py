@@ -6,20 +6,21 @@ only as BuildKit secrets; wheelhouses reach it as bind mounts from the build con
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder.engine import Engine
+from builder import proc
+from builder.engine import Engine, EngineFailure
 from builder.lock import require_fresh
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.render import Rendered, render_cell
+from builder.settings import Settings
 
 DEFAULT_REPOSITORY = "builder/cells"
 
@@ -52,35 +53,23 @@ def image_tag(cell: Cell, registry: str | None) -> str:
 
 
 @contextmanager
-def build_secrets(cell: Cell, environ: Mapping[str, str]) -> Iterator[dict[str, Path]]:
+def build_secrets(cell: Cell, settings: Settings) -> Iterator[dict[str, Path]]:
     """Secret files for BuildKit: paths only; contents never reach a layer, log or report."""
-    secrets: dict[str, Path] = {}
-    ca = cell.indexes.ca_bundle or _env_path(environ, "BUILDER_CA_BUNDLE")
-    if ca is not None:
-        secrets["cacert"] = ca
-    netrc = _env_path(environ, "BUILDER_NETRC")
-    if netrc is not None:
-        secrets["netrc"] = netrc
+    secrets = settings.secret_files(cell.indexes.ca_bundle)
     with tempfile.TemporaryDirectory(prefix="builder-secrets-") as tmp:
-        token = environ.get("HF_TOKEN")
-        if token:
+        if settings.hf_token:
             path = Path(tmp) / "hf_token"
-            path.write_text(token)
-            path.chmod(0o600)
+            path.touch(mode=0o600)
+            path.write_text(settings.hf_token)
             secrets["hf_token"] = path
         yield secrets
-
-
-def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
-    value = environ.get(name)
-    return Path(value) if value and os.path.isfile(value) else None
 
 
 def build_cell(
     matrix: Matrix,
     cell: Cell,
     engine: Engine,
-    environ: Mapping[str, str],
+    settings: Settings,
     output: Path,
     log: Log,
     *,
@@ -92,9 +81,11 @@ def build_cell(
     """Build one cell (rendering it unless `rendered` is given); every failure becomes a
     record, never an exception."""
     tag = image_tag(cell, registry or matrix.registry)
-    rendered = rendered or render_cell(matrix, cell, output, log)
+    if rendered is None:
+        files = settings.secret_files(cell.indexes.ca_bundle).values()
+        rendered = render_cell(matrix, cell, output, log, secrets=files)
     log_path = output / f"{cell.id}.build.log"
-    with build_secrets(cell, environ) as secrets:
+    with build_secrets(cell, settings) as secrets:
         outcome = engine.build(rendered.directory, tag, secrets, log_path, no_cache)
     record = BuildRecord(
         cell_id=cell.id,
@@ -116,7 +107,7 @@ def build_cell(
     if push:
         try:
             digest = engine.push(tag, log_path)
-        except RuntimeError as exc:
+        except EngineFailure as exc:
             return replace(record, ok=False, size=size, error=str(exc))
     return replace(record, size=size, digest=digest)
 
@@ -125,7 +116,7 @@ def build_cells(
     matrix: Matrix,
     cells: Sequence[Cell],
     engine: Engine,
-    environ: Mapping[str, str],
+    settings: Settings,
     output: Path,
     log: Log,
     *,
@@ -134,16 +125,17 @@ def build_cells(
     registry: str | None = None,
     no_cache: bool = False,
 ) -> list[BuildRecord]:
-    """Build cells, `jobs` at a time, after refusing any missing or stale lock."""
+    """Build cells, `jobs` at a time, after refusing any missing or stale lock; a cell that
+    fails (or crashes) never stops the others."""
     require_fresh(matrix, cells)
 
-    def one(cell: Cell) -> BuildRecord:
+    def one(cell: Cell, cancel: threading.Event) -> BuildRecord:
         log.info(f"build {cell.id}")
         record = build_cell(
             matrix,
             cell,
             engine,
-            environ,
+            settings,
             output,
             log,
             push=push,
@@ -153,5 +145,10 @@ def build_cells(
         log.info(f"{'ok  ' if record.ok else 'FAIL'} {cell.id} ({record.seconds:.0f}s)")
         return record
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, cells))
+    def crashed(cell: Cell, exc: Exception) -> BuildRecord:
+        error = log.crash(cell.id, exc)
+        return BuildRecord(
+            cell_id=cell.id, tag=image_tag(cell, registry), ok=False, seconds=0.0, error=error
+        )
+
+    return proc.parallel_map(one, cells, jobs, crashed)

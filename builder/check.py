@@ -9,16 +9,16 @@ builder/data/known_issues.yaml and the profiles' `known_bad`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from packaging import tags
@@ -27,6 +27,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder import proc
+from builder.errors import InputError
+from builder.files import write_atomic
 from builder.lock import (
     Resolution,
     inputs_digest,
@@ -35,7 +38,6 @@ from builder.lock import (
     read_lock,
     resolve_uv,
     stale_reason,
-    write_atomic,
 )
 from builder.log import Log
 from builder.matrix import Cell, Matrix
@@ -45,7 +47,6 @@ from builder.metadata import (
     File,
     IndexPool,
     Metadata,
-    ca_bundle,
     prefetch,
     urllib_fetch,
 )
@@ -58,6 +59,7 @@ from builder.profiles import (
     read_known_bad,
     written_range,
 )
+from builder.settings import Settings
 
 KNOWN_ISSUES = Path(__file__).resolve().parent / "data" / "known_issues.yaml"
 SEVERITIES = ("error", "warning", "info")
@@ -77,12 +79,12 @@ _NO_WHEELS = re.compile(
 _CUDA_LABEL = re.compile(r"^cu(\d{2,3})$")
 _CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(?:-cu\d+)?$")
 
-Resolver = Callable[[Cell, dict[str, str]], Resolution]
+Resolver = Callable[[Cell, Settings, bool], Resolution]  # (cell, settings, offline)
 
 
-def uv_resolver(cell: Cell, environ: dict[str, str]) -> Resolution:
+def uv_resolver(cell: Cell, settings: Settings, offline: bool) -> Resolution:
     """The real resolution: `uv pip compile` for the cell's Python and platform, no hashes."""
-    return resolve_uv(cell, environ, hashes=False)
+    return resolve_uv(cell, settings, hashes=False, offline=offline)
 
 
 # ---------------------------------------------------------------- results
@@ -626,15 +628,18 @@ RULES: tuple[Callable[[Context], Iterable[Finding]], ...] = (
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
-    """How `check` runs; everything from the environment is passed in here."""
+    """How `check` runs; everything from the environment comes in `settings`."""
 
-    environ: Mapping[str, str]
-    cache_dir: Path
+    settings: Settings
     offline: bool = False
     resolver: Resolver = uv_resolver
     fetch: Fetch | None = None  # None: urllib with the CA bundle (ignored when offline)
     max_age: float = DEFAULT_MAX_AGE
     jobs: int = 4
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.metadata_cache
 
 
 @dataclass(frozen=True)
@@ -646,15 +651,35 @@ class Resolved:
 
 
 def resolve(matrix: Matrix, cell: Cell, options: Options) -> Resolved:
-    """The cell's versions: from its fresh lock, else from the (cached) resolver."""
+    """The cell's versions: from its fresh lock, else from the (cached) resolver. A lock
+    edited by hand is an error finding (build and validate refuse it), not a source."""
     if stale_reason(matrix, cell) is None:
         lock = read_lock(lock_path(matrix, cell))
         assert lock is not None
         return Resolved(_versions(lock.text), True, origin="lock")
     result, origin = _cached_resolution(cell, options)
-    if result.ok:
-        return Resolved(_versions(result.body), True, origin=origin)
-    return _unresolved(cell, result.error or "", f"{matrix.path.name}:{cell.line}")
+    resolved = (
+        Resolved(_versions(result.body), True, origin=origin)
+        if result.ok
+        else _unresolved(cell, result.error or "", f"{matrix.path.name}:{cell.line}")
+    )
+    return replace(resolved, findings=(*_edited_lock(matrix, cell), *resolved.findings))
+
+
+def _edited_lock(matrix: Matrix, cell: Cell) -> tuple[Finding, ...]:
+    path = lock_path(matrix, cell)
+    lock = read_lock(path)
+    if lock is None or lock.inputs_sha256 is None or not lock.edited:
+        return ()
+    finding = _error(
+        "lock-edited",
+        None,
+        f"{path} was edited by hand: its body does not match the body-sha256 in its header "
+        "(these findings are for a fresh resolution instead)",
+        f"run `builder lock --cell {cell.id}`; build and validate refuse this lock",
+        str(path),
+    )
+    return (finding,)
 
 
 def _versions(body: str) -> dict[str, Version]:
@@ -675,17 +700,25 @@ def _cached_resolution(cell: Cell, options: Options) -> tuple[Resolution, str]:
         data = json.loads(path.read_text(encoding="utf-8")) if fresh else None
     except (OSError, ValueError):
         data = None
-    if isinstance(data, dict):
-        return Resolution(ok=bool(data["ok"]), body=data["body"], error=data["error"]), "cache"
-    env = {**options.environ, "UV_PYTHON_DOWNLOADS": "never"}  # resolving needs no interpreter
-    if options.offline:
-        env["UV_OFFLINE"] = "1"
-    result = options.resolver(cell, env)
-    if result.ok or "unsatisfiable" in (result.error or ""):  # not a network failure
-        write_atomic(
-            path, json.dumps({"ok": result.ok, "body": result.body, "error": result.error})
-        )
+    if _valid_resolution(data):
+        return Resolution(ok=data["ok"], body=data["body"], error=data["error"]), "cache"
+    result = options.resolver(cell, options.settings, options.offline)
+    if result.ok or _genuine_conflict(result.error or ""):  # never a network or cache miss
+        with contextlib.suppress(InputError):  # an unwritable cache costs a resolution later
+            write_atomic(
+                path, json.dumps({"ok": result.ok, "body": result.body, "error": result.error})
+            )
     return result, "uv"
+
+
+def _valid_resolution(data: Any) -> TypeGuard[dict[str, Any]]:
+    """A cache entry as `_cached_resolution` writes it; anything else is a miss."""
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("ok"), bool)
+        and isinstance(data.get("body"), str)
+        and isinstance(data.get("error"), (str, type(None)))
+    )
 
 
 def exact_pins(cell: Cell) -> dict[str, Version]:
@@ -708,6 +741,14 @@ _UNREACHABLE = re.compile(
     r"Failed to fetch|failed to lookup address|Connection refused|timed out|"
     r"certificate verify failed|Request failed after"
 )
+_OFFLINE_MISS = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the cache")
+
+
+def _genuine_conflict(error: str) -> bool:
+    """A failure whose cause is in the inputs, so the same inputs fail the same way."""
+    return "unsatisfiable" in error and not (
+        _UNREACHABLE.search(error) or _OFFLINE_MISS.search(error)
+    )
 
 
 def _unresolved(cell: Cell, error: str, where: str) -> Resolved:
@@ -718,6 +759,16 @@ def _unresolved(cell: Cell, error: str, where: str) -> Resolved:
         versions[canonicalize_name(name)] = Version(version)
     if platform_misses:  # the no-wheel rule reports these, with a better hint
         return Resolved(versions, False)
+    if miss := _OFFLINE_MISS.search(error):
+        finding = _error(
+            "index-unreachable",
+            canonicalize_name(miss[1]),
+            f"cannot resolve offline: uv's cache has no index data for {miss[1]}; "
+            "versions below are the matrix's own pins",
+            "run `builder check` once without --offline to fill the cache",
+            where,
+        )
+        return Resolved(versions, False, (finding,))
     if _UNREACHABLE.search(error):
         url = re.search(r"Failed to fetch: `?([^\s`]+)", error)
         finding = _error(
@@ -777,18 +828,24 @@ def check_cells(
             if log is not None:
                 log.info(line)
 
-    def one(cell: Cell) -> CellReport:
+    def one(cell: Cell, cancel: threading.Event) -> CellReport:
         return check_cell(matrix, cell, chosen[cell.id], issues, pool, options, say)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as executor:
-        return list(executor.map(one, cells))
+    def crashed(cell: Cell, exc: Exception) -> CellReport:
+        reason = (log or Log(verbosity=-1)).crash(f"check {cell.id}", exc)
+        finding = _error(
+            "internal-error", None, reason, "re-run with --debug and report it", "builder"
+        )
+        return CellReport(id=cell.id, findings=(finding,))
+
+    return proc.parallel_map(one, cells, options.jobs, crashed)
 
 
 def _fetch(cells: Sequence[Cell], options: Options) -> Fetch | None:
     if options.offline:
         return None
     configured = cells[0].indexes.ca_bundle if cells else None
-    return options.fetch or urllib_fetch(ca_bundle(configured, options.environ))
+    return options.fetch or urllib_fetch(options.settings.ca_for(configured))
 
 
 def check_cell(

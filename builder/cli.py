@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
 from builder import __version__, errors
 from builder.log import Log, from_env
+from builder.settings import Settings, from_environ
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +83,11 @@ def _log(ctx: click.Context) -> Log:
     return log
 
 
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="builder")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
@@ -88,8 +96,11 @@ def _log(ctx: click.Context) -> Log:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """Build and validate model-serving images across a matrix of bases and pins."""
+    state = ctx.ensure_object(dict)  # main() passes a dict and reads `debug` back on errors
+    state["debug"] = debug
     environ = dict(os.environ)
-    ctx.obj = {"log": from_env(environ, -1 if quiet else verbose), "environ": environ}
+    state["log"] = from_env(environ, -1 if quiet else verbose, tracebacks=debug)
+    state["settings"] = from_environ(environ, state.get("argv", ()), debug=debug)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -103,8 +114,10 @@ def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output
     from builder.render import render_cell
 
     matrix = load_matrix(matrix_path)
+    settings = _settings(ctx)
     for cell in select_cells(matrix, cells):
-        written = render_cell(matrix, cell, output, _log(ctx))
+        secrets = settings.secret_files(cell.indexes.ca_bundle).values()
+        written = render_cell(matrix, cell, output, _log(ctx), secrets=secrets)
         click.echo(str(written.dockerfile))
     return errors.OK
 
@@ -129,7 +142,7 @@ def matrix_cmd(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fm
 
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
-    click.echo(render_fanout(matrix, selected, fmt, ctx.obj["environ"]))
+    click.echo(render_fanout(matrix, selected, fmt, _settings(ctx)))
     return errors.OK
 
 
@@ -166,20 +179,25 @@ def lock(
     fmt: str,
 ) -> int:
     """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
+    from builder.engine import DockerEngine
     from builder.lock import lock_cells
     from builder.matrix import load_matrix, select_cells
 
     if upgrade and upgrade_packages:
         raise errors.InputError("--upgrade and --upgrade-package exclude each other")
     matrix = load_matrix(matrix_path)
+    selected = select_cells(matrix, cells)
+    settings = _settings(ctx)
+    engine = DockerEngine(settings, _log(ctx), builds=False) if resolver == "pip-tools" else None
     results = lock_cells(
         matrix,
-        select_cells(matrix, cells),
-        ctx.obj["environ"],
+        selected,
+        settings,
         _log(ctx),
         upgrade=upgrade,
         upgrade_packages=upgrade_packages,
         resolver=resolver,
+        engine=engine,
         jobs=jobs,
     )
     if fmt == "json":
@@ -224,12 +242,12 @@ def build(
         raise errors.InputError(
             "--push needs a registry: set `registry` in the matrix or pass --registry"
         )
-    engine = DockerEngine(ctx.obj["environ"], _log(ctx))
+    engine = DockerEngine(_settings(ctx), _log(ctx))
     records = build_cells(
         matrix,
         selected,
         engine,
-        ctx.obj["environ"],
+        _settings(ctx),
         output,
         _log(ctx),
         jobs=jobs,
@@ -268,7 +286,7 @@ def build(
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Result cache directory (default: $BUILDER_CACHE_DIR or .builder-cache).",
+    help="Result cache directory (default: $BUILDER_RESULT_CACHE or .builder-cache).",
 )
 @click.option("--build-anyway", is_flag=True, help="Build cells even when `check` finds errors.")
 @click.pass_context
@@ -287,10 +305,10 @@ def validate(
     from builder.validate import ValidateOptions
     from builder.validate import validate as run_validate
 
-    environ = ctx.obj["environ"]
+    settings = _settings(ctx)
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
-    cache_dir = cache_dir or Path(environ.get("BUILDER_CACHE_DIR", ".builder-cache"))
+    cache_dir = cache_dir or settings.result_cache
     options = ValidateOptions(
         engine=engine,
         output=output,
@@ -298,7 +316,7 @@ def validate(
         use_cache=not no_cache,
         build_anyway=build_anyway,
     )
-    report = run_validate(matrix, selected, options, environ, _log(ctx), ["builder", *sys.argv[1:]])
+    report = run_validate(matrix, selected, options, settings, _log(ctx))
     for cell in report["cells"]:
         mark = "cached " if cell["cache"]["hit"] else ""
         click.echo(f"{cell['status']:<7} {cell['id']}  {mark}{cell['reason']}")
@@ -349,7 +367,7 @@ def report_cmd(
     merge: bool,
 ) -> int:
     """Render a report.json as Markdown, HTML, JUnit XML or JSON; diff or merge reports."""
-    from builder.lock import write_atomic
+    from builder.files import write_atomic
     from builder.report import run_report
 
     text, code = run_report(reports, fmt=fmt, merge=merge, old=old, log=_log(ctx))
@@ -447,27 +465,35 @@ def check(
 ) -> int:
     """Check each cell against its model profiles and the index, without building anything.
 
-    Exits 1 when any cell has an error finding. Metadata is cached in $BUILDER_CACHE_DIR
-    (default ~/.cache/builder/metadata).
+    Exits 1 when any cell has an error finding. Metadata is cached in $BUILDER_METADATA_CACHE
+    (default $BUILDER_CACHE_DIR/metadata, ~/.cache/builder/metadata).
     """
     from builder.check import Options, check_cells, render_json, render_text
     from builder.matrix import load_matrix, select_cells
 
-    environ = ctx.obj["environ"]
-    cache = Path(environ.get("BUILDER_CACHE_DIR") or Path.home() / ".cache/builder/metadata")
     matrix = load_matrix(matrix_path)
-    options = Options(environ=environ, cache_dir=cache, offline=offline)
+    options = Options(settings=_settings(ctx), offline=offline)
     reports = check_cells(matrix, select_cells(matrix, cells), options, _log(ctx))
     click.echo(render_json(reports) if fmt == "json" else render_text(reports))
     return errors.OK if all(r.ok for r in reports) else errors.CELLS_FAILED
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that clean-ups run (temp dirs, child processes)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with the documented code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    state: dict[str, Any] = {"argv": tuple(args), "debug": False}
     log = from_env(dict(os.environ), 0)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = cli.main(args=args, prog_name="builder", standalone_mode=False)
+        code = cli.main(args=args, prog_name="builder", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
@@ -476,14 +502,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.Abort:
         log.error("interrupted")
         code = 130
+    except Terminated:
+        log.error("terminated")
+        code = 143
     except errors.BuilderError as exc:
         log.error(exc.message, exc.hint)
         code = exc.exit_code
     except Exception as exc:  # a bug: say so, traceback only when asked
-        if "--debug" in args:
+        if state["debug"]:
             traceback.print_exc()
         log.error(
             f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it"
         )
         code = errors.INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else errors.OK)

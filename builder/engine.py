@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from builder.errors import EngineUnavailable
 from builder.log import Log
+from builder.settings import Settings
 
 LOG_TAIL_LINES = 40
 
@@ -47,6 +48,10 @@ class Mount:
     source: Path
     target: str
     read_only: bool = True
+
+
+class EngineFailure(RuntimeError):
+    """The engine refused or failed an operation on a container (not the probe's own doing)."""
 
 
 class Engine(Protocol):
@@ -90,7 +95,7 @@ def _clients(environ: Mapping[str, str]) -> list[str]:
     return seen
 
 
-def _probe(argv: list[str], env: Mapping[str, str]) -> str | None:
+def _ask(argv: list[str], env: Mapping[str, str]) -> str | None:
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=30, env=dict(env), check=False
@@ -104,10 +109,10 @@ def find_build_client(environ: Mapping[str, str]) -> tuple[str, bool]:
     """(docker binary, has buildx). Raises EngineUnavailable when none can do BuildKit."""
     clients = _clients(environ)
     for client in clients:
-        if _probe([client, "buildx", "version"], environ):
+        if _ask([client, "buildx", "version"], environ):
             return client, True
     for client in clients:
-        version = _probe([client, "version", "--format", "{{.Client.Version}}"], environ) or ""
+        version = _ask([client, "version", "--format", "{{.Client.Version}}"], environ) or ""
         major = re.match(r"(\d+)\.", version)
         if major and int(major[1]) < 23:
             return client, False
@@ -123,20 +128,22 @@ class DockerEngine:
 
     name = "docker"
 
-    def __init__(self, environ: Mapping[str, str], log: Log) -> None:
+    def __init__(self, settings: Settings, log: Log, *, builds: bool = True) -> None:
+        """Connect to the engine; with `builds`, also find the BuildKit client now, once,
+        before any worker thread needs it."""
         import docker
 
-        self.environ = dict(environ)
+        self.environ = dict(settings.environ)
         self.log = log
         try:
             self.client = docker.from_env(environment=self.environ, timeout=600)
             self.client.ping()
-        except Exception as exc:
+        except docker.errors.DockerException as exc:
             raise EngineUnavailable(
                 f"cannot reach the Docker engine: {exc}",
                 hint="start it (dockerd, Docker Desktop) or set DOCKER_HOST",
             ) from None
-        self._build_client: tuple[str, bool] | None = None
+        self._build_client = find_build_client(self.environ) if builds else None
 
     def version(self) -> str:
         return str(self.client.version().get("Version", "unknown"))
@@ -150,7 +157,7 @@ class DockerEngine:
         no_cache: bool = False,
     ) -> BuildOutcome:
         if self._build_client is None:
-            self._build_client = find_build_client(self.environ)
+            raise EngineUnavailable("this engine was opened without a build client")
         client, buildx = self._build_client
         argv = [client, "buildx", "build", "--load"] if buildx else [client, "build"]
         argv += ["--progress=plain", "--tag", tag, "--file", str(context / "Dockerfile")]
@@ -184,6 +191,26 @@ class DockerEngine:
         environment: Mapping[str, str] | None = None,
     ) -> RunOutcome:
         import docker
+        from requests.exceptions import RequestException
+
+        try:
+            return self._run(image, argv, mounts, memory, timeout, network, gpu, environment)
+        except (docker.errors.DockerException, RequestException) as exc:  # not the probe's doing
+            raise EngineFailure(f"{type(exc).__name__}: {exc}") from None
+
+    def _run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        mounts: Sequence[Mount],
+        memory: str | None,
+        timeout: float,
+        network: bool,
+        gpu: bool,
+        environment: Mapping[str, str] | None,
+    ) -> RunOutcome:
+        import docker
+        from requests.exceptions import ConnectionError, ReadTimeout
 
         requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else []
         volumes = {
@@ -209,7 +236,10 @@ class DockerEngine:
             try:
                 status = container.wait(timeout=timeout)
                 code: int | None = int(status.get("StatusCode", -1))
-            except Exception:  # requests' ReadTimeout: the probe outlived its timeout
+            except (ReadTimeout, ConnectionError):  # how the SDK says the wait timed out
+                container.reload()  # raises if the engine itself is gone
+                if container.status != "running":
+                    raise
                 container.kill()
                 timed_out, code = True, None
             state = self.client.api.inspect_container(container.id)["State"]
@@ -231,12 +261,14 @@ class DockerEngine:
         return attrs
 
     def push(self, tag: str, log_path: Path) -> str:
-        client = (self._build_client or find_build_client(self.environ))[0]
+        if self._build_client is None:
+            raise EngineUnavailable("this engine was opened without a build client")
+        client = self._build_client[0]
         argv = [client, "push", tag]
         self.log.command(argv)
         if _run_logged(argv, self.environ, log_path, append=True) != 0:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
-            raise RuntimeError(f"docker push {tag} failed:\n{tail}")
+            raise EngineFailure(f"docker push {tag} failed:\n{tail}")
         digests = self.inspect(tag).get("RepoDigests") or []
         repo = tag.rsplit(":", 1)[0]
         return next((d for d in digests if d.startswith(repo + "@")), digests[0] if digests else "")

@@ -7,19 +7,22 @@ Bake file format: https://docs.docker.com/build/bake/reference/ (JSON form of th
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from builder.build import image_tag
+from builder.errors import InputError
 from builder.lock import lock_path, read_lock
 from builder.matrix import Cell, Matrix
 from builder.render import labels
+from builder.settings import Settings
 
 CONTEXT_DIR = "build"  # where `builder render` writes the contexts (its default -o)
-_BAKE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+# GitHub Actions: "A matrix can generate a maximum of 256 jobs per workflow run."
+MAX_GITHUB_JOBS = 256
+_BAKE_NAME = re.compile(r"[^A-Za-z0-9_-]", re.ASCII)
 
 
 def needs_gpu(cell: Cell) -> bool:
@@ -28,7 +31,15 @@ def needs_gpu(cell: Cell) -> bool:
 
 
 def github_matrix(matrix: Matrix, cells: Sequence[Cell]) -> dict[str, Any]:
-    """`{"include": [...]}` for `strategy.matrix`: one job per cell, on its runner label."""
+    """`{"include": [...]}` for `strategy.matrix`: one job per cell, on its runner label.
+    Refuses more cells than GitHub runs from one matrix (MAX_GITHUB_JOBS)."""
+    if len(cells) > MAX_GITHUB_JOBS:
+        raise InputError(
+            f"{matrix.path}: {len(cells)} cells, but a GitHub Actions matrix runs at most "
+            f"{MAX_GITHUB_JOBS} jobs",
+            hint="split the cells over several jobs with --cell globs (e.g. --cell 'cu121-*' "
+            "and --cell 'cpu-*'), each printing a matrix of its own",
+        )
     runners = dict(matrix.runners)
     return {
         "include": [
@@ -48,27 +59,15 @@ def bake_target_name(cell_id: str) -> str:
     return _BAKE_NAME.sub("_", cell_id)
 
 
-def secret_sources(cell: Cell, environ: Mapping[str, str]) -> dict[str, Path]:
+def secret_sources(cell: Cell, settings: Settings) -> dict[str, Path]:
     """The secrets the Dockerfile template mounts (cacert, netrc), by file, as `build` finds
     them. Paths only: `type=env` would make the variable's value the secret, not its file."""
-    found: dict[str, Path] = {}
-    ca = cell.indexes.ca_bundle or _env_file(environ, "BUILDER_CA_BUNDLE")
-    if ca is not None:
-        found["cacert"] = ca
-    netrc = _env_file(environ, "BUILDER_NETRC")
-    if netrc is not None:
-        found["netrc"] = netrc
-    return found
+    return settings.secret_files(cell.indexes.ca_bundle)
 
 
-def _env_file(environ: Mapping[str, str], name: str) -> Path | None:
-    value = environ.get(name)
-    return Path(value) if value and os.path.isfile(value) else None
-
-
-def bake_target(matrix: Matrix, cell: Cell, environ: Mapping[str, str]) -> dict[str, Any]:
+def bake_target(matrix: Matrix, cell: Cell, settings: Settings) -> dict[str, Any]:
     lock = read_lock(lock_path(matrix, cell))
-    secrets = secret_sources(cell, environ)
+    secrets = secret_sources(cell, settings)
     return {
         "context": f"{CONTEXT_DIR}/{cell.id}",
         "dockerfile": "Dockerfile",
@@ -79,9 +78,9 @@ def bake_target(matrix: Matrix, cell: Cell, environ: Mapping[str, str]) -> dict[
     }
 
 
-def bake_file(matrix: Matrix, cells: Sequence[Cell], environ: Mapping[str, str]) -> dict[str, Any]:
+def bake_file(matrix: Matrix, cells: Sequence[Cell], settings: Settings) -> dict[str, Any]:
     """docker-bake.json: a target per cell, a group per base and `default` with them all."""
-    targets = {bake_target_name(c.id): bake_target(matrix, c, environ) for c in cells}
+    targets = {bake_target_name(c.id): bake_target(matrix, c, settings) for c in cells}
     groups: dict[str, dict[str, list[str]]] = {}
     for cell in cells:
         name = _group_name(cell.base.name, targets)
@@ -96,12 +95,10 @@ def _group_name(base: str, targets: Mapping[str, object]) -> str:
     return f"{base}-cells" if base in targets or base == "default" else base
 
 
-def render_fanout(
-    matrix: Matrix, cells: Sequence[Cell], fmt: str, environ: Mapping[str, str]
-) -> str:
+def render_fanout(matrix: Matrix, cells: Sequence[Cell], fmt: str, settings: Settings) -> str:
     """`builder matrix --format`: json (the cells), github (one line, for $GITHUB_OUTPUT), bake."""
     if fmt == "github":
         return json.dumps(github_matrix(matrix, cells), separators=(",", ":"))
     if fmt == "bake":
-        return json.dumps(bake_file(matrix, cells, environ), indent=2)
+        return json.dumps(bake_file(matrix, cells, settings), indent=2)
     return json.dumps({"cells": [c.to_json() for c in cells]}, indent=2)

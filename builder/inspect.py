@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,9 @@ def inspect_model_dir(model_dir: Path, min_gpu_memory_gb: float | None) -> dict[
     """The probe's answer for a model directory on this machine (no GPU reading)."""
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: no such directory", "pass a downloaded model directory")
+    if min_gpu_memory_gb is not None and not math.isfinite(min_gpu_memory_gb):
+        hint = "give the GPU's memory in GiB, for example --gpu-memory-gb 80"
+        raise InputError(f"--gpu-memory-gb {min_gpu_memory_gb}: not a finite number", hint)
     options = {"model_dir": str(model_dir), "min_gpu_memory_gb": min_gpu_memory_gb}
     answer: dict[str, Any] = load_probe("model_dir").run(options)
     return answer
@@ -47,7 +51,8 @@ def exit_code(answer: Mapping[str, Any]) -> int:
 def run_inspect(model_dir: Path, fmt: str, min_gpu_memory_gb: float | None) -> tuple[str, int]:
     """What `builder inspect` prints and its exit code."""
     answer = inspect_model_dir(model_dir, min_gpu_memory_gb)
-    text = json.dumps(answer, indent=2) if fmt == "json" else render_text(answer)
+    # The probe refuses NaN and Infinity; allow_nan=False keeps a slip from printing non-JSON.
+    text = json.dumps(answer, indent=2, allow_nan=False) if fmt == "json" else render_text(answer)
     return text, exit_code(answer)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class Log:
     verbosity: int = 0
     color: bool = False
     github: bool = False
+    tracebacks: bool = False  # --debug
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -41,6 +43,15 @@ class Log:
         print(self._paint(f"error: {message}", "31;1"), file=self.stream, flush=True)
         if hint:
             print(f"  hint: {hint}", file=self.stream, flush=True)
+
+    def crash(self, subject: str, exc: BaseException) -> str:
+        """Say that `subject` hit a bug (with the traceback under --debug); return the reason
+        its result carries, so one crash is one cell's `error`, never the end of the run."""
+        reason = f"internal error (a bug in builder): {type(exc).__name__}: {exc}"
+        self.error(f"{subject}: {reason}", None if self.tracebacks else "re-run with --debug")
+        if self.tracebacks:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=self.stream)
+        return reason
 
     def command(self, argv: Sequence[str]) -> None:
         """Echo a subprocess the way cibuildwheel does: `+ cmd`."""
@@ -63,8 +74,14 @@ class Log:
             self.info(self._paint(f"    {title}: {took:.1f}s", "2"))
 
 
-def from_env(environ: dict[str, str], verbosity: int, stream: TextIO | None = None) -> Log:
+def from_env(
+    environ: dict[str, str],
+    verbosity: int,
+    stream: TextIO | None = None,
+    *,
+    tracebacks: bool = False,
+) -> Log:
     """Build the logger from the environment the CLI passes in (no deep env reads)."""
     out = stream or sys.stderr
     color = out.isatty() and "NO_COLOR" not in environ
-    return Log(out, verbosity, color, environ.get("GITHUB_ACTIONS") == "true")
+    return Log(out, verbosity, color, environ.get("GITHUB_ACTIONS") == "true", tracebacks)

@@ -2,26 +2,53 @@
 
 Every problem is reported as `file:line:col: dotted.field: message`, all of them at once,
 as an `InputError` (exit 2). Scalars keep their source text, so `python: 3.10` stays "3.10".
+How the YAML is read (aliases, tags, dates, size and depth limits) is `builder.yamlnodes`'s
+policy. Limits of its own: at most MAX_CELLS cells (the axes' product, counted before
+expanding), cell ids of at most MAX_ID characters (a longer one is cut and given a hash of
+the whole, so it stays unique), an `app.path` inside the matrix's directory, and index URLs
+without credentials (they belong in the netrc file named by BUILDER_NETRC).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import itertools
+import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import string
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from docker_image.digest import InvalidDigest
+from docker_image.reference import InvalidReference, Reference
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder.errors import InputError, located
+from builder.errors import InputError
+from builder.yamlnodes import (
+    UNSAFE,
+    Problems,
+    compose,
+    is_null,
+    join,
+    kind,
+    mapping,
+    plain,
+    read_file,
+    scalar,
+    sequence,
+    strings,
+    suggest,
+)
 
 PROBES = ("imports", "numpy", "pip-check", "lock-match", "cuda", "media", "generate", "model-dir")
 # Run when a matrix names no probes; `model-dir` needs a `model_dir` option, so it is opt-in.
@@ -77,21 +104,24 @@ BASE_KEYS = ("image", "python", "cuda", "platform", "apt", "preinstalled")
 INDEX_KEYS = ("index_url", "extra_index_urls", "wheelhouse", "ca_bundle")
 APP_KEYS = ("path", "entry_modules")
 RUNNER_KEYS = ("cpu", "gpu")
+MAX_CELLS = 1024  # cells in one matrix, counted from the axes before expanding
+MAX_ID = 120  # characters in a cell id (an image tag may have 128)
+MAX_REFERENCE = 1024  # characters in an image reference; distribution's limits sum to less
 PROBE_OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {"timeout": (int, float), "memory": str}
 
-_UNSAFE = re.compile(r"[\n\r\x00`]|\$\(|\$\{|\{\{|\{%|\{#|\}\}|%\}|#\}")
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
-_DIST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
-_APT = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+:~-]+)?$")
-_PYTHON = re.compile(r"^3\.\d{1,2}$")
-_CUDA = re.compile(r"^\d{1,2}\.\d{1,2}(?:\.\d{1,3})?$")
-_URL = re.compile(r"^(?:https?|file)://[^\s'\"\\;|&<>]+$")
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$")
-_PROFILE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
-_ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.ASCII)
+_DIST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$", re.ASCII)
+_APT = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+:~-]+)?$", re.ASCII)
+_PYTHON = re.compile(r"^3\.\d{1,2}$", re.ASCII)
+_CUDA = re.compile(r"^\d{1,2}\.\d{1,2}(?:\.\d{1,3})?$", re.ASCII)
+# What an index URL may hold: RFC 3986's characters less those a shell reads (it lands
+# unquoted in a RUN line); its structure is then checked by urllib.parse.
+_URL = re.compile(r"^(?:https?|file)://[A-Za-z0-9._~:/@%+,=#!-]+$", re.ASCII)
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
+_MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$", re.ASCII)
+_PROFILE = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$", re.ASCII)
+_ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+", re.ASCII)
 _SPEC_WORDS = (
     ("===", "eq"),
     ("==", "eq"),
@@ -210,133 +240,11 @@ class Matrix:
         return self.root / "constraints"
 
 
-# ---------------------------------------------------------------- YAML nodes with positions
-
-
-@dataclass
-class _Problems:
-    path: Path
-    items: list[tuple[int, int, str]] = field(default_factory=list)
-
-    def add(self, node: yaml.Node, where: str, message: str) -> None:
-        mark = node.start_mark
-        item = (
-            mark.line + 1,
-            mark.column + 1,
-            located(self.path, mark.line + 1, mark.column + 1, where, message),
-        )
-        if item not in self.items:
-            self.items.append(item)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            lines = [text for _, _, text in sorted(self.items)]
-            raise InputError("\n".join(lines), hint=_hint(len(lines)))
-
-
-def _hint(count: int) -> str:
-    noun = "problem" if count == 1 else "problems"
-    return f"fix the {count} {noun} above; `builder schema` prints the format"
-
-
-def _join(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
-
-
-def _mapping(
-    node: yaml.Node, where: str, problems: _Problems, allowed: Sequence[str] | None = None
-) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    """A mapping node as {key: (key node, value node)}, reporting duplicates and unknown keys."""
-    if not isinstance(node, yaml.MappingNode):
-        problems.add(node, where or "(document)", f"expected a mapping, got {_kind(node)}")
-        return {}
-    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key_node, value_node in node.value:
-        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-        if not isinstance(key, str) or key == "":
-            problems.add(key_node, where or "(document)", "keys must be non-empty strings")
-        elif key in out:
-            problems.add(key_node, _join(where, key), "duplicate key")
-        elif allowed is not None and key not in allowed:
-            problems.add(key_node, _join(where, key), f"unknown key{_suggest(key, allowed)}")
-        else:
-            out[key] = (key_node, value_node)
-    return out
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if node.tag.endswith(":null"):
-        return "null"
-    return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r}"
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
-
-
-def _scalar(
-    node: yaml.Node,
-    where: str,
-    problems: _Problems,
-    pattern: re.Pattern[str] | None = None,
-    what: str = "",
-) -> str | None:
-    """A scalar's source text (so 3.10 stays "3.10"), checked for unsafe characters."""
-    if not isinstance(node, yaml.ScalarNode) or _is_null(node) or node.tag.endswith(":bool"):
-        problems.add(node, where, f"expected a string, got {_kind(node)}")
-        return None
-    text = str(node.value)
-    if _UNSAFE.search(text):
-        problems.add(
-            node,
-            where,
-            f"unsafe value {text!r}: newlines, backticks, $( ${{ and "
-            "Jinja delimiters are not allowed",
-        )
-        return None
-    if pattern is not None and not pattern.match(text):
-        problems.add(node, where, f"invalid {what or 'value'} {text!r}")
-        return None
-    return text
-
-
-def _sequence(node: yaml.Node, where: str, problems: _Problems) -> list[yaml.Node]:
-    if not isinstance(node, yaml.SequenceNode):
-        problems.add(node, where, f"expected a list, got {_kind(node)}")
-        return []
-    return list(node.value)
-
-
-def _strings(
-    node: yaml.Node,
-    where: str,
-    problems: _Problems,
-    pattern: re.Pattern[str] | None = None,
-    what: str = "",
-) -> tuple[str, ...]:
-    items = (
-        _scalar(n, _join(where, i), problems, pattern, what)
-        for i, n in enumerate(_sequence(node, where, problems))
-    )
-    return tuple(s for s in items if s is not None)
-
-
 # ---------------------------------------------------------------- sections
 
 
-def _requirement(node: yaml.Node, where: str, problems: _Problems) -> str | None:
-    text = _scalar(node, where, problems)
+def _requirement(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    text = scalar(node, where, problems)
     if text is None:
         return None
     try:
@@ -347,16 +255,16 @@ def _requirement(node: yaml.Node, where: str, problems: _Problems) -> str | None
     return text
 
 
-def _pin_specifier(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+def _pin_specifier(node: yaml.Node, where: str, problems: Problems) -> str | None:
     """An axis value: a bare version means `==version`, else a full specifier."""
-    text = _scalar(node, where, problems)
+    text = scalar(node, where, problems)
     if text is None:
         return None
     if ";" in text or text.strip() != text or not all(p.strip() for p in text.split(",")):
         problems.add(node, where, f"invalid version or specifier {text!r}")
         return None
     try:
-        if text[0].isdigit():
+        if text[0] in string.digits:
             return f"=={Version(text)}"
         SpecifierSet(text)
         return text.replace(" ", "")
@@ -370,10 +278,10 @@ def _pin_specifier(node: yaml.Node, where: str, problems: _Problems) -> str | No
         return None
 
 
-def _preinstalled(node: yaml.Node, where: str, problems: _Problems) -> tuple[tuple[str, str], ...]:
+def _preinstalled(node: yaml.Node, where: str, problems: Problems) -> tuple[tuple[str, str], ...]:
     out = []
-    for i, item in enumerate(_sequence(node, where, problems)):
-        text = _scalar(item, _join(where, i), problems)
+    for i, item in enumerate(sequence(node, where, problems)):
+        text = scalar(item, join(where, i), problems)
         if text is None:
             continue
         name, sep, version = text.partition("==")
@@ -382,58 +290,74 @@ def _preinstalled(node: yaml.Node, where: str, problems: _Problems) -> tuple[tup
                 raise InvalidVersion(text)
             out.append((canonicalize_name(name.strip()), str(Version(version.strip()))))
         except InvalidVersion:
-            problems.add(item, _join(where, i), f"expected name==version, got {text!r}")
+            problems.add(item, join(where, i), f"expected name==version, got {text!r}")
     return tuple(out)
 
 
-def _base(name: str, node: yaml.Node, where: str, problems: _Problems) -> Base | None:
-    fields = _mapping(node, where, problems, BASE_KEYS)
+def _image(node: yaml.Node, where: str, problems: Problems, repository: bool = False) -> str | None:
+    """An image reference by distribution's grammar (`name[:tag][@digest]`); a `repository`
+    (the matrix's `registry`, which cell tags are added to) has neither tag nor digest."""
+    text = scalar(node, where, problems)
+    if text is None:
+        return None
+    if len(text) > MAX_REFERENCE:
+        problems.add(node, where, f"invalid image reference: longer than {MAX_REFERENCE}")
+        return None
+    try:
+        reference = Reference.parse(text)
+    except (InvalidReference, InvalidDigest) as exc:
+        problems.add(node, where, f"invalid image reference {text!r}: {exc}")
+        return None
+    if repository and (reference["tag"] or reference["digest"]):
+        problems.add(
+            node, where, f"invalid repository {text!r}: no :tag or @digest (cell ids are tags)"
+        )
+        return None
+    return text
+
+
+def _base(name: str, node: yaml.Node, where: str, problems: Problems) -> Base | None:
+    fields = mapping(node, where, problems, BASE_KEYS)
     for required in ("image", "python"):
         if required not in fields and isinstance(node, yaml.MappingNode):
-            problems.add(node, _join(where, required), "missing required key")
+            problems.add(node, join(where, required), "missing required key")
     image = python = None
     if "image" in fields:
-        image = _scalar(
-            fields["image"][1],
-            _join(where, "image"),
-            problems,
-            _IMAGE,
-            "image reference (no whitespace or shell characters)",
-        )
+        image = _image(fields["image"][1], join(where, "image"), problems)
     if "python" in fields:
-        python = _scalar(
+        python = scalar(
             fields["python"][1],
-            _join(where, "python"),
+            join(where, "python"),
             problems,
             _PYTHON,
             'Python version (expected like "3.10"; quote it in YAML)',
         )
     cuda = None
-    if "cuda" in fields and not _is_null(fields["cuda"][1]):
-        cuda = _scalar(
+    if "cuda" in fields and not is_null(fields["cuda"][1]):
+        cuda = scalar(
             fields["cuda"][1],
-            _join(where, "cuda"),
+            join(where, "cuda"),
             problems,
             _CUDA,
             'CUDA version (expected like "12.1", or null for CPU)',
         )
     platform = "linux/amd64"
     if "platform" in fields:
-        value = _scalar(fields["platform"][1], _join(where, "platform"), problems)
+        value = scalar(fields["platform"][1], join(where, "platform"), problems)
         if value is not None and value not in PLATFORMS:
             problems.add(
                 fields["platform"][1],
-                _join(where, "platform"),
-                f"unsupported platform {value!r}{_suggest(value, PLATFORMS)}",
+                join(where, "platform"),
+                f"unsupported platform {value!r}{suggest(value, PLATFORMS)}",
             )
         platform = value or platform
     apt = (
-        _strings(fields["apt"][1], _join(where, "apt"), problems, _APT, "Debian package name")
+        strings(fields["apt"][1], join(where, "apt"), problems, _APT, "Debian package name")
         if "apt" in fields
         else ()
     )
     pre = (
-        _preinstalled(fields["preinstalled"][1], _join(where, "preinstalled"), problems)
+        _preinstalled(fields["preinstalled"][1], join(where, "preinstalled"), problems)
         if "preinstalled" in fields
         else ()
     )
@@ -450,19 +374,19 @@ def _base(name: str, node: yaml.Node, where: str, problems: _Problems) -> Base |
     )
 
 
-def _bases(node: yaml.Node, problems: _Problems) -> dict[str, Base | None]:
+def _bases(node: yaml.Node, problems: Problems) -> dict[str, Base | None]:
     """Each declared base by name; None for one that has problems (already reported)."""
     out: dict[str, Base | None] = {}
-    fields = _mapping(node, "bases", problems)
+    fields = mapping(node, "bases", problems)
     if isinstance(node, yaml.MappingNode) and not fields and not node.value:
         problems.add(node, "bases", "at least one base is required")
     for name, (key_node, value_node) in fields.items():
         if not _NAME.match(name):
             problems.add(
-                key_node, _join("bases", name), "base names use lowercase letters, digits and '-'"
+                key_node, join("bases", name), "base names use lowercase letters, digits and '-'"
             )
             continue
-        out[name] = _base(name, value_node, _join("bases", name), problems)
+        out[name] = _base(name, value_node, join("bases", name), problems)
     return out
 
 
@@ -479,7 +403,7 @@ class _Entry:
         return dict(self.values).get(key)
 
 
-def _axis_name(key_node: yaml.Node, where: str, problems: _Problems, known: Sequence[str]) -> bool:
+def _axis_name(key_node: yaml.Node, where: str, problems: Problems, known: Sequence[str]) -> bool:
     name = key_node.value
     if name == "base":
         return True
@@ -494,32 +418,32 @@ def _axis_name(key_node: yaml.Node, where: str, problems: _Problems, known: Sequ
 
 
 def _axes(
-    node: yaml.Node, problems: _Problems, known: Sequence[str]
+    node: yaml.Node, problems: Problems, known: Sequence[str]
 ) -> list[tuple[str, list[yaml.Node]]]:
     out = []
-    fields = _mapping(node, "axes", problems)
+    fields = mapping(node, "axes", problems)
     if isinstance(node, yaml.MappingNode) and not node.value:
         problems.add(node, "axes", "at least one axis is required")
     for name, (key_node, value_node) in fields.items():
-        where = _join("axes", name)
+        where = join("axes", name)
         if not _axis_name(key_node, where, problems, known):
             continue
-        values = _sequence(value_node, where, problems)
+        values = sequence(value_node, where, problems)
         if isinstance(value_node, yaml.SequenceNode) and not values:
             problems.add(value_node, where, "an axis needs at least one value")
         out.append((name, values))
     return out
 
 
-def _entries(node: yaml.Node, where: str, problems: _Problems) -> list[_Entry]:
+def _entries(node: yaml.Node, where: str, problems: Problems) -> list[_Entry]:
     out = []
-    for i, item in enumerate(_sequence(node, where, problems)):
-        fields = _mapping(item, _join(where, i), problems)
+    for i, item in enumerate(sequence(node, where, problems)):
+        fields = mapping(item, join(where, i), problems)
         if isinstance(item, yaml.MappingNode) and not fields and not item.value:
-            problems.add(item, _join(where, i), "an entry needs at least one key")
+            problems.add(item, join(where, i), "an entry needs at least one key")
         values = []
         for key, (_, value_node) in fields.items():
-            text = _scalar(value_node, _join(_join(where, i), key), problems)
+            text = scalar(value_node, join(join(where, i), key), problems)
             if text is not None:
                 values.append((key, text))
         out.append(
@@ -527,21 +451,21 @@ def _entries(node: yaml.Node, where: str, problems: _Problems) -> list[_Entry]:
                 tuple(values),
                 {k: v for k, (_, v) in fields.items()},
                 item.start_mark.line + 1,
-                {k: _join(_join(where, i), k) for k in fields},
+                {k: join(join(where, i), k) for k in fields},
             )
         )
     return out
 
 
-def _combine(axes: list[tuple[str, list[yaml.Node]]], problems: _Problems) -> list[_Entry]:
+def _combine(axes: list[tuple[str, list[yaml.Node]]], problems: Problems) -> list[_Entry]:
     """The Cartesian product of the axes, in file order."""
     columns = []
     for name, values in axes:
         column = []
         for i, node in enumerate(values):
-            text = _scalar(node, _join(_join("axes", name), i), problems)
+            text = scalar(node, join(join("axes", name), i), problems)
             if text is not None:
-                column.append((name, text, node, _join(_join("axes", name), i)))
+                column.append((name, text, node, join(join("axes", name), i)))
         columns.append(column)
     out = []
     for combo in itertools.product(*columns):
@@ -584,14 +508,14 @@ def expand(
     return [_Entry(tuple(v.items()), n, line, p) for v, n, line, p in cells]
 
 
-def _check_excludes(exclude: list[_Entry], axis_names: Sequence[str], problems: _Problems) -> None:
+def _check_excludes(exclude: list[_Entry], axis_names: Sequence[str], problems: Problems) -> None:
     for i, entry in enumerate(exclude):
         for key, _ in entry.values:
             if key not in axis_names:
                 problems.add(
                     entry.nodes[key],
                     f"exclude[{i}].{key}",
-                    f"not an axis of this matrix{_suggest(key, axis_names)}",
+                    f"not an axis of this matrix{suggest(key, axis_names)}",
                 )
 
 
@@ -611,38 +535,70 @@ def cell_id(base: str, pins: Sequence[Pin]) -> str:
             else _spec_slug(pin.specifier)
         )
         parts.append(f"{canonicalize_name(pin.name)}-{value}")
-    return _ID_UNSAFE.sub("_", ".".join(parts).lower())[:120]
+    full = _ID_UNSAFE.sub("_", ".".join(parts).lower())
+    if len(full) <= MAX_ID:
+        return full
+    # Cut, but keep it unique: two long ids that share a prefix still differ in the hash.
+    digest = hashlib.sha256(full.encode("utf-8")).hexdigest()[:16]
+    return f"{full[: MAX_ID - len(digest) - 1]}-{digest}"
 
 
 # ---------------------------------------------------------------- shared sections
 
 
+def _url(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    """An index URL: characters safe in a RUN line, a host (for http and https), no
+    credentials (check prints the URL and the Dockerfile's RUN lines hold it)."""
+    text = scalar(node, where, problems, _URL, "URL")
+    if text is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        problems.add(node, where, f"invalid URL {text!r}: {exc}")
+        return None
+    if parts.username is not None or parts.password is not None:
+        problems.add(
+            node,
+            where,
+            "credentials in the URL would be printed and written into the Dockerfile",
+            hint="put index credentials in a netrc file and pass its path as BUILDER_NETRC "
+            "(a BuildKit secret, never in a layer)",
+        )
+        return None
+    if parts.scheme != "file" and not parts.hostname:
+        problems.add(node, where, f"invalid URL {text!r}: no host")
+        return None
+    return text
+
+
 def _index_urls(
     node: yaml.Node,
     where: str,
-    problems: _Problems,
+    problems: Problems,
 ) -> tuple[tuple[str, tuple[str | None, ...] | None], ...]:
     """extra_index_urls: a URL, or {url, cuda} where cuda is a version, a list, or null (CPU)."""
     out: list[tuple[str, tuple[str | None, ...] | None]] = []
-    for i, item in enumerate(_sequence(node, where, problems)):
-        at = _join(where, i)
+    for i, item in enumerate(sequence(node, where, problems)):
+        at = join(where, i)
         if isinstance(item, yaml.ScalarNode):
-            url = _scalar(item, at, problems, _URL, "URL")
+            url = _url(item, at, problems)
             if url:
                 out.append((url, None))
             continue
-        fields = _mapping(item, at, problems, ("url", "cuda"))
+        fields = mapping(item, at, problems, ("url", "cuda"))
         if "url" not in fields:
-            problems.add(item, _join(at, "url"), "missing required key")
+            problems.add(item, join(at, "url"), "missing required key")
             continue
-        url = _scalar(fields["url"][1], _join(at, "url"), problems, _URL, "URL")
+        url = _url(fields["url"][1], join(at, "url"), problems)
         cudas: tuple[str | None, ...] = (None,)
-        if "cuda" in fields and not _is_null(fields["cuda"][1]):
+        if "cuda" in fields and not is_null(fields["cuda"][1]):
             cuda_node = fields["cuda"][1]
             cudas = (
-                _strings(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version")
+                strings(cuda_node, join(at, "cuda"), problems, _CUDA, "CUDA version")
                 if isinstance(cuda_node, yaml.SequenceNode)
-                else (_scalar(cuda_node, _join(at, "cuda"), problems, _CUDA, "CUDA version"),)
+                else (scalar(cuda_node, join(at, "cuda"), problems, _CUDA, "CUDA version"),)
             )
         if url:
             out.append((url, cudas))
@@ -676,24 +632,28 @@ def _same_cuda(a: str | None, b: str | None) -> bool:
 
 
 def _local_path(
-    node: yaml.Node, where: str, problems: _Problems, root: Path, want_dir: bool
+    node: yaml.Node, where: str, problems: Problems, root: Path, want_dir: bool
 ) -> Path | None:
-    text = _scalar(node, where, problems)
+    text = scalar(node, where, problems)
     if text is None:
         return None
-    path = (root / text).resolve()
-    ok = path.is_dir() if want_dir else path.is_file()
+    try:
+        path = (root / text).resolve()
+        ok = path.is_dir() if want_dir else path.is_file()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        problems.add(node, where, f"cannot use {text!r}: {getattr(exc, 'strerror', None) or exc}")
+        return None
     if not ok:
         problems.add(node, where, f"{'directory' if want_dir else 'file'} not found: {path}")
         return None
     return path
 
 
-def _indexes(node: yaml.Node, problems: _Problems, root: Path) -> _IndexSpec:
-    fields = _mapping(node, "indexes", problems, INDEX_KEYS)
+def _indexes(node: yaml.Node, problems: Problems, root: Path) -> _IndexSpec:
+    fields = mapping(node, "indexes", problems, INDEX_KEYS)
     index_url = None
     if "index_url" in fields:
-        index_url = _scalar(fields["index_url"][1], "indexes.index_url", problems, _URL, "URL")
+        index_url = _url(fields["index_url"][1], "indexes.index_url", problems)
     extra = (
         _index_urls(fields["extra_index_urls"][1], "indexes.extra_index_urls", problems)
         if "extra_index_urls" in fields
@@ -701,14 +661,12 @@ def _indexes(node: yaml.Node, problems: _Problems, root: Path) -> _IndexSpec:
     )
     wheelhouse: list[Path] = []
     if "wheelhouse" in fields:
-        for i, item in enumerate(
-            _sequence(fields["wheelhouse"][1], "indexes.wheelhouse", problems)
-        ):
+        for i, item in enumerate(sequence(fields["wheelhouse"][1], "indexes.wheelhouse", problems)):
             path = _local_path(item, f"indexes.wheelhouse[{i}]", problems, root, want_dir=True)
             if path:
                 wheelhouse.append(path)
     ca = None
-    if "ca_bundle" in fields and not _is_null(fields["ca_bundle"][1]):
+    if "ca_bundle" in fields and not is_null(fields["ca_bundle"][1]):
         ca = _local_path(
             fields["ca_bundle"][1], "indexes.ca_bundle", problems, root, want_dir=False
         )
@@ -717,43 +675,51 @@ def _indexes(node: yaml.Node, problems: _Problems, root: Path) -> _IndexSpec:
 
 def _probes(
     node: yaml.Node,
-    problems: _Problems,
+    problems: Problems,
 ) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
     """`probes`: a list of names, or a mapping of name to options (null for none)."""
     if isinstance(node, yaml.SequenceNode):
-        names = _strings(node, "probes", problems)
+        names = strings(node, "probes", problems)
         for i, name in enumerate(names):
             if name not in PROBES:
-                problems.add(
-                    node.value[i], f"probes[{i}]", f"unknown probe{_suggest(name, PROBES)}"
-                )
+                problems.add(node.value[i], f"probes[{i}]", f"unknown probe{suggest(name, PROBES)}")
         return tuple((n, ()) for n in names if n in PROBES)
     out = []
-    for name, (_, value) in _mapping(node, "probes", problems, PROBES).items():
+    for name, (_, value) in mapping(node, "probes", problems, PROBES).items():
         options: tuple[tuple[str, Any], ...] = ()
-        if not _is_null(value):
-            options = _probe_options(value, _join("probes", name), problems)
+        if not is_null(value):
+            options = _probe_options(value, join("probes", name), problems)
         out.append((name, options))
     return tuple(out)
 
 
-def _probe_options(node: yaml.Node, where: str, problems: _Problems) -> tuple[tuple[str, Any], ...]:
+def _probe_options(node: yaml.Node, where: str, problems: Problems) -> tuple[tuple[str, Any], ...]:
+    """A probe's options, built from the nodes: JSON-able values (see `yamlnodes.plain`)."""
     if not isinstance(node, yaml.MappingNode):
-        problems.add(node, where, f"expected a mapping of options or null, got {_kind(node)}")
+        problems.add(node, where, f"expected a mapping of options or null, got {kind(node)}")
         return ()
-    data = yaml.safe_load(yaml.serialize(node))
-    for key, (_, value_node) in _mapping(node, where, problems).items():
-        wanted = PROBE_OPTION_TYPES.get(key)
-        value = data[key]
-        if wanted and (not isinstance(value, wanted) or isinstance(value, bool)):
-            problems.add(value_node, _join(where, key), f"expected {_type_name(wanted)}")
-        elif key == "timeout" and value <= 0:
-            problems.add(value_node, _join(where, key), "must be positive")
-        elif key == "memory" and not _MEMORY.match(str(value)):
-            problems.add(value_node, _join(where, key), "expected a size like 2g or 512m")
-        elif isinstance(value, str) and _UNSAFE.search(value):
-            problems.add(value_node, _join(where, key), "unsafe value")
-    return tuple(sorted(_freeze(data).items()))
+    options = []
+    for key, (_, value_node) in mapping(node, where, problems).items():
+        before = len(problems.items)
+        value = plain(value_node, join(where, key), problems)
+        problem = _option_problem(key, value) if len(problems.items) == before else None
+        if problem:
+            problems.add(value_node, join(where, key), problem)
+        options.append((key, _freeze(value)))
+    return tuple(sorted(options))
+
+
+def _option_problem(key: str, value: Any) -> str | None:
+    wanted = PROBE_OPTION_TYPES.get(key)
+    if wanted and (not isinstance(value, wanted) or isinstance(value, bool)):
+        return f"expected {_type_name(wanted)}"
+    if key == "timeout" and value <= 0:
+        return "must be positive"
+    if key == "memory" and not _MEMORY.match(value):
+        return "expected a size like 2g or 512m"
+    if isinstance(value, str) and UNSAFE.search(value):
+        return "unsafe value"
+    return None
 
 
 def _freeze(value: Any) -> Any:
@@ -764,20 +730,28 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = [k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))]
+def _type_name(wanted: type | tuple[type, ...]) -> str:
+    names = [k.__name__ for k in (wanted if isinstance(wanted, tuple) else (wanted,))]
     return {"int": "a number", "str": "a string"}.get(names[0], names[0])
 
 
-def _app(node: yaml.Node, problems: _Problems, root: Path) -> App | None:
-    fields = _mapping(node, "app", problems, APP_KEYS)
+def _app(node: yaml.Node, problems: Problems, root: Path) -> App | None:
+    fields = mapping(node, "app", problems, APP_KEYS)
     if "path" not in fields:
         if isinstance(node, yaml.MappingNode):
             problems.add(node, "app.path", "missing required key")
         return None
     path = _local_path(fields["path"][1], "app.path", problems, root, want_dir=True)
+    if path is not None and not path.is_relative_to(root.resolve()):
+        problems.add(
+            fields["path"][1],
+            "app.path",
+            f"{path} is outside the matrix's directory {root.resolve()} (the app directory is "
+            "copied into the image)",
+        )
+        path = None
     modules = (
-        _strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE, "module name")
+        strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE, "module name")
         if "entry_modules" in fields
         else ()
     )
@@ -789,43 +763,30 @@ def _app(node: yaml.Node, problems: _Problems, root: Path) -> App | None:
 
 def load_matrix(path: Path) -> Matrix:
     """Read, validate and expand a matrix file. Raises InputError listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise InputError(
             f"{path}: matrix file not found",
             hint="pass -m FILE or run in a directory with matrix.yaml",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read matrix file: {exc}") from None
-    return parse_matrix(text, path)
+        )
+    return parse_matrix(read_file(path, "matrix file"), path)
 
 
 def parse_matrix(text: str, path: Path) -> Matrix:
     """Validate and expand matrix text; `path` names it in errors and anchors relative paths."""
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InputError(
-            located(path, line, col, "", f"YAML syntax error: {exc.problem}")
-        ) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: YAML error: {exc}") from None
+    problems = Problems(path)
+    root_node = compose(text, path, problems)
     if root_node is None:
         raise InputError(
             f"{path}:1:1: empty matrix file", hint="start with `version: 1`, `bases:` and `axes:`"
         )
-    problems = _Problems(path)
     matrix = _build(root_node, problems, path)
     problems.raise_if_any()
     assert matrix is not None
     return matrix
 
 
-def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | None:
-    top = _mapping(root_node, "", problems, TOP_KEYS)
+def _build(root_node: yaml.Node, problems: Problems, path: Path) -> Matrix | None:
+    top = mapping(root_node, "", problems, TOP_KEYS)
     for required in ("version", "bases", "axes"):
         if required not in top and isinstance(root_node, yaml.MappingNode):
             problems.add(root_node, required, "missing required key")
@@ -853,6 +814,8 @@ def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | No
     exclude = _entries(top["exclude"][1], "exclude", problems) if "exclude" in top else []
     include = _entries(top["include"][1], "include", problems) if "include" in top else []
     _check_excludes(exclude, axis_names, problems)
+    if _too_large(top, axes, problems):
+        return None
     entries = expand(axis_names, _combine(axes, problems), exclude, include)
     cells = _cells(entries, bases, shared, problems, top["axes"][1])
     return Matrix(
@@ -865,8 +828,32 @@ def _build(root_node: yaml.Node, problems: _Problems, path: Path) -> Matrix | No
     )
 
 
+def _too_large(
+    top: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    axes: list[tuple[str, list[yaml.Node]]],
+    problems: Problems,
+) -> bool:
+    """Refuse, before expanding, a matrix past MAX_CELLS: its axes' product, or an include
+    or exclude list longer than that (each include entry may add a cell)."""
+    before = len(problems.items)
+    sizes = [len(values) for _, values in axes]
+    product = math.prod(sizes)
+    if product > MAX_CELLS:
+        problems.add(
+            top["axes"][1],
+            "axes",
+            f"the axes make {product} combinations ({' x '.join(map(str, sizes))}), more than "
+            f"the {MAX_CELLS} cells a matrix may have (split it into several matrix files)",
+        )
+    for key in ("include", "exclude"):
+        node = top[key][1] if key in top else None
+        if isinstance(node, yaml.SequenceNode) and len(node.value) > MAX_CELLS:
+            problems.add(node, key, f"{len(node.value)} entries, more than {MAX_CELLS}")
+    return len(problems.items) > before
+
+
 def _shared(
-    top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: _Problems, root: Path
+    top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: Problems, root: Path
 ) -> dict[str, Any]:
     """The sections every cell shares, each with its default."""
 
@@ -887,36 +874,36 @@ def _shared(
     if (n := node("requirements")) is not None:
         items = (
             _requirement(x, f"requirements[{i}]", problems)
-            for i, x in enumerate(_sequence(n, "requirements", problems))
+            for i, x in enumerate(sequence(n, "requirements", problems))
         )
         out["requirements"] = tuple(r for r in items if r)
     if (n := node("indexes")) is not None:
         out["index"] = _indexes(n, problems, root)
     if (n := node("profiles")) is not None:
-        out["profiles"] = _strings(n, "profiles", problems, _PROFILE, "profile name")
+        out["profiles"] = strings(n, "profiles", problems, _PROFILE, "profile name")
     if (n := node("profile_paths")) is not None:
         paths = (
             _local_path(x, f"profile_paths[{i}]", problems, root, want_dir=True)
-            for i, x in enumerate(_sequence(n, "profile_paths", problems))
+            for i, x in enumerate(sequence(n, "profile_paths", problems))
         )
         out["profile_paths"] = tuple(p for p in paths if p)
     if (n := node("probes")) is not None:
         out["probes"] = _probes(n, problems)
     if (n := node("gpu")) is not None:
-        gpu = _scalar(n, "gpu", problems)
+        gpu = scalar(n, "gpu", problems)
         if gpu is not None and gpu not in GPU_MODES:
             problems.add(
-                n, "gpu", f"expected one of {', '.join(GPU_MODES)}{_suggest(gpu, GPU_MODES)}"
+                n, "gpu", f"expected one of {', '.join(GPU_MODES)}{suggest(gpu, GPU_MODES)}"
             )
         out["gpu"] = gpu if gpu in GPU_MODES else "optional"
     if (n := node("app")) is not None:
         out["app"] = _app(n, problems, root)
     if (n := node("registry")) is not None:
-        out["registry"] = _scalar(n, "registry", problems, _IMAGE, "registry")
+        out["registry"] = _image(n, "registry", problems, repository=True)
     if (n := node("runners")) is not None:
-        fields = _mapping(n, "runners", problems, RUNNER_KEYS)
+        fields = mapping(n, "runners", problems, RUNNER_KEYS)
         labels = {
-            k: _scalar(v, f"runners.{k}", problems, _LABEL, "runner label")
+            k: scalar(v, f"runners.{k}", problems, _LABEL, "runner label")
             for k, (_, v) in fields.items()
         }
         out["runners"] = tuple(
@@ -929,7 +916,7 @@ def _cells(
     entries: list[_Entry],
     bases: Mapping[str, Base | None],
     shared: Mapping[str, Any],
-    problems: _Problems,
+    problems: Problems,
     axes_node: yaml.Node,
 ) -> list[Cell]:
     cells: list[Cell] = []
@@ -953,7 +940,7 @@ def _cells(
 
 
 def _cell(
-    entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, Any], problems: _Problems
+    entry: _Entry, bases: Mapping[str, Base | None], shared: Mapping[str, Any], problems: Problems
 ) -> Cell | None:
     base_name = entry.get("base")
     if not entry.nodes:
@@ -969,7 +956,7 @@ def _cell(
         problems.add(
             entry.nodes["base"],
             entry.paths["base"],
-            f"unknown base {base_name!r}{_suggest(base_name, list(bases))}",
+            f"unknown base {base_name!r}{suggest(base_name, list(bases))}",
         )
         return None
     base = bases[base_name]
@@ -1010,8 +997,7 @@ def select_cells(matrix: Matrix, patterns: Sequence[str]) -> tuple[Cell, ...]:
     if unmatched:
         ids = [c.id for c in matrix.cells]
         raise InputError(
-            f"--cell {unmatched[0]!r} matches no cell of {matrix.path}"
-            f"{_suggest(unmatched[0], ids)}",
+            f"--cell {unmatched[0]!r} matches no cell of {matrix.path}{suggest(unmatched[0], ids)}",
             hint="`builder matrix` lists the cell ids",
         )
     return tuple(chosen)

@@ -46,11 +46,11 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from builder import __version__
-from builder.lock import write_atomic
+from builder.errors import InputError
+from builder.files import write_atomic
 
 PYPI = "https://pypi.org/simple/"
 DEFAULT_MAX_AGE = 24 * 3600.0
-SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _JSON = "application/vnd.pypi.simple.v1+json"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 _ACCEPT = f"{_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -207,7 +207,7 @@ class IndexCache:
             fresh = self._guarded(self._fetch_core_metadata, key, version)
             if self.online:  # an answer, even "none published", not a network failure
                 data = fresh or {"requires_dist": None}
-                write_atomic(path, json.dumps(data))
+                self._store(path, json.dumps(data))
         found = data.get("requires_dist") if data else None
         return tuple(found) if isinstance(found, list) else None
 
@@ -222,6 +222,14 @@ class IndexCache:
             with self._lock:
                 self.errors.append(str(exc))
             return None
+
+    def _store(self, path: Path, text: str) -> None:
+        """Cache an answer; a cache that cannot be written only costs a fetch next time."""
+        try:
+            write_atomic(path, text)
+        except InputError as exc:
+            with self._lock:
+                self.errors.append(f"metadata cache not written: {exc.message}")
 
     def _cached(self, path: Path, max_age: float | None) -> dict[str, Any] | None:
         """A cache file's content; stale ones count as missing unless offline."""
@@ -246,9 +254,9 @@ class IndexCache:
             body, content_type = answer
             pairs = _parse_json(body, page) if "json" in content_type else _parse_html(body, page)
             urls = {f.filename: url for f, url in pairs if f.is_wheel}
-            write_atomic(self.root / f"{key}.urls.json", json.dumps(urls, separators=(",", ":")))
+            self._store(self.root / f"{key}.urls.json", json.dumps(urls, separators=(",", ":")))
             data = {"name": key, "files": [f.to_json() for f, _ in pairs]}
-        write_atomic(self.root / f"{key}.json", json.dumps(data, separators=(",", ":")))
+        self._store(self.root / f"{key}.json", json.dumps(data, separators=(",", ":")))
         return data
 
     def _fetch_core_metadata(self, key: str, version: Version) -> dict[str, Any] | None:
@@ -446,15 +454,6 @@ def prefetch(source: Metadata, names: Iterable[str], workers: int = 16) -> None:
 
 
 # ---------------------------------------------------------------- the network
-
-
-def ca_bundle(configured: Path | None, environ: Mapping[str, str]) -> Path | None:
-    """The CA bundle: the matrix's `indexes.ca_bundle`, else SSL_CERT_FILE, else the system's."""
-    if configured is not None:
-        return configured
-    if environ.get("SSL_CERT_FILE"):
-        return Path(environ["SSL_CERT_FILE"])
-    return SYSTEM_CA if SYSTEM_CA.is_file() else None
 
 
 def urllib_fetch(cafile: Path | None, timeout: float = 30.0, attempts: int = 3) -> Fetch:

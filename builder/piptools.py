@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from builder.engine import DockerEngine, Mount
+from builder.engine import Engine, Mount
 from builder.lock import Resolution, explain_failure
-from builder.log import Log
 from builder.matrix import Cell, Matrix
+from builder.settings import Settings
 
 TIMEOUT = 1800
 
@@ -48,13 +48,13 @@ def compile_script(cell: Cell, upgrade_packages: Sequence[str], previous: bool) 
 def resolve_pip_tools(
     matrix: Matrix,
     cell: Cell,
-    environ: Mapping[str, str],
+    settings: Settings,
+    engine: Engine,
     *,
     previous: str | None = None,
     upgrade_packages: Sequence[str] = (),
-    log: Log | None = None,
 ) -> Resolution:
-    engine = DockerEngine(environ, log or Log(verbosity=-1))
+    """pip-compile in a throwaway container of the cell's base (network on, CA mounted)."""
     with tempfile.TemporaryDirectory(prefix="builder-piptools-") as tmp:
         work = Path(tmp)
         (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
@@ -63,9 +63,7 @@ def resolve_pip_tools(
         mounts = [Mount(work, "/work", read_only=False)]
         mounts += [Mount(w, f"/wheelhouse/{i}") for i, w in enumerate(cell.indexes.wheelhouse)]
         env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        ca = cell.indexes.ca_bundle or (
-            Path(environ["BUILDER_CA_BUNDLE"]) if environ.get("BUILDER_CA_BUNDLE") else None
-        )
+        ca = settings.ca_for(cell.indexes.ca_bundle)
         if ca is not None:
             mounts.append(Mount(ca, "/run/builder-ca.pem"))
             env["PIP_CERT"] = "/run/builder-ca.pem"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from builder.engine import Engine, Mount, RunOutcome
+from builder.engine import Engine, EngineFailure, Mount, RunOutcome
+from builder.proc import decode
 
 SCRIPTS = {
     "imports": "imports.py",
@@ -182,6 +183,7 @@ class VenvTarget:
     lock_path: str
     app_path: str | None
     isolate_network: Sequence[str] = ()  # e.g. ("unshare", "-rn") when it works here
+    path: str = "/usr/bin:/bin"  # PATH for the probe process (ffmpeg and friends)
 
     def run(
         self,
@@ -201,7 +203,7 @@ class VenvTarget:
             str(options_file),
         ]
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": self.path,
             "HOME": str(self.inputs),
             "HF_HUB_OFFLINE": "1",
             "LANG": "C.UTF-8",
@@ -223,20 +225,22 @@ def run_limited(
         list(argv),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         env=dict(env),
-        text=True,
         start_new_session=True,
         preexec_fn=limit,
     )
     try:
-        out, err = process.communicate(timeout=timeout)
+        raw_out, raw_err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
+        raw_out, raw_err = process.communicate()
+        out, err = decode(raw_out), decode(raw_err)
         return RunOutcome(None, out, err, time.monotonic() - start, timed_out=True)
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
         raise
+    out, err = decode(raw_out), decode(raw_err)  # a probe may print any bytes
     oom = "MemoryError" in err or "std::bad_alloc" in err
     return RunOutcome(
         process.returncode,
@@ -248,6 +252,14 @@ def run_limited(
 
 
 def run_probe(target: Target, name: str, options: Mapping[str, Any]) -> ProbeResult:
+    """Run one probe; whatever goes wrong with it (the engine included) is its own `error`."""
     timeout, memory = limits(name, options)
-    outcome = target.run(SCRIPTS[name], options, timeout, memory)
+    start = time.monotonic()
+    try:
+        outcome = target.run(SCRIPTS[name], options, timeout, memory)
+    except EngineFailure as exc:
+        reason = f"the engine failed to run the probe: {exc}"
+        return ProbeResult(
+            probe=name, status="error", reason=reason[:500], seconds=time.monotonic() - start
+        )
     return interpret(name, outcome, timeout, memory)

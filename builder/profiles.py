@@ -48,18 +48,20 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from builder.errors import InputError, located
-from builder.matrix import (
-    Cell,
-    Matrix,
-    _is_null,
-    _join,
-    _kind,
-    _mapping,
-    _Problems,
-    _scalar,
-    _sequence,
-    _strings,
-    _suggest,
+from builder.matrix import Cell, Matrix
+from builder.yamlnodes import (
+    Problems,
+    compose,
+    is_null,
+    join,
+    kind,
+    mapping,
+    plain,
+    read_file,
+    scalar,
+    sequence,
+    strings,
+    suggest,
 )
 
 SHIPPED = Path(__file__).resolve().parent / "profiles"
@@ -82,8 +84,8 @@ RULE_KEYS = ("requirement", "source", "optional", "alternatives")
 KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
 SEVERITIES = ("error", "warning", "info")
 HINT = "see builder/profiles/README.md for the profile format"
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
 _NAME_AND_EXTRAS = re.compile(r"^\s*[A-Za-z0-9._-]+\s*(?:\[[^\]]*\])?\s*")
 
 
@@ -197,16 +199,16 @@ class _Raw:
     known_bad: tuple[KnownBad, ...]
 
 
-def _text(node: yaml.Node, where: str, problems: _Problems) -> str | None:
+def _text(node: yaml.Node, where: str, problems: Problems) -> str | None:
     """Free text (sources, reasons, hints): never rendered into a Dockerfile, so any string."""
     if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str") and node.value.strip():
         return " ".join(str(node.value).split())
-    problems.add(node, where, f"expected text, got {_kind(node)}")
+    problems.add(node, where, f"expected text, got {kind(node)}")
     return None
 
 
-def _python(node: yaml.Node, where: str, problems: _Problems) -> SpecifierSet | None:
-    text = _scalar(node, where, problems)
+def _python(node: yaml.Node, where: str, problems: Problems) -> SpecifierSet | None:
+    text = scalar(node, where, problems)
     try:
         return SpecifierSet(text) if text is not None else None
     except InvalidSpecifier:
@@ -214,37 +216,37 @@ def _python(node: yaml.Node, where: str, problems: _Problems) -> SpecifierSet | 
         return None
 
 
-def _bool(node: yaml.Node, where: str, problems: _Problems) -> bool | None:
+def _bool(node: yaml.Node, where: str, problems: Problems) -> bool | None:
     if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
-        return bool(yaml.safe_load(yaml.serialize(node)))
-    problems.add(node, where, f"expected true or false, got {_kind(node)}")
+        return bool(plain(node, where, problems))
+    problems.add(node, where, f"expected true or false, got {kind(node)}")
     return None
 
 
-def _gigabytes(node: yaml.Node, where: str, problems: _Problems) -> float | None:
-    value = yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
+def _gigabytes(node: yaml.Node, where: str, problems: Problems) -> float | None:
+    value = plain(node, where, problems) if isinstance(node, yaml.ScalarNode) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
-    problems.add(node, where, f"expected a positive number of GiB, got {_kind(node)}")
+    problems.add(node, where, f"expected a positive number of GiB, got {kind(node)}")
     return None
 
 
-def _variant(node: yaml.Node, where: str, problems: _Problems) -> str | None:
-    if _is_null(node):
+def _variant(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    if is_null(node):
         return None
-    text = _scalar(node, where, problems)
+    text = scalar(node, where, problems)
     if text is not None and text not in VARIANTS:
         problems.add(
             node,
             where,
-            f"unknown variant {text!r}{_suggest(text, VARIANTS)} "
+            f"unknown variant {text!r}{suggest(text, VARIANTS)} "
             f"(one of {', '.join(VARIANTS)}, or null)",
         )
         return None
     return text
 
 
-_FACTS: Mapping[str, Callable[[yaml.Node, str, _Problems], Any]] = {
+_FACTS: Mapping[str, Callable[[yaml.Node, str, Problems], Any]] = {
     "python": _python,
     "gpu_at_import": _bool,
     "min_gpu_memory_gb": _gigabytes,
@@ -256,47 +258,47 @@ _FACTS: Mapping[str, Callable[[yaml.Node, str, _Problems], Any]] = {
 def _fact(
     key: str,
     node: yaml.Node,
-    problems: _Problems,
+    problems: Problems,
     default_source: str,
 ) -> tuple[str, Any, str]:
     """A fact as (key, value, source), from `value` or `{value: ..., source: ...}`."""
     source = default_source
     if isinstance(node, yaml.MappingNode):
-        fields = _mapping(node, key, problems, ("value", "source"))
+        fields = mapping(node, key, problems, ("value", "source"))
         if "value" not in fields:
-            problems.add(node, _join(key, "value"), "missing required key")
+            problems.add(node, join(key, "value"), "missing required key")
             return key, None, source
         if "source" in fields:
-            source = _text(fields["source"][1], _join(key, "source"), problems) or source
+            source = _text(fields["source"][1], join(key, "source"), problems) or source
         node = fields["value"][1]
     return key, _FACTS[key](node, key, problems), source
 
 
-def _rule(node: yaml.Node, where: str, problems: _Problems, profile: str) -> Rule | None:
-    fields = _mapping(node, where, problems, RULE_KEYS)
+def _rule(node: yaml.Node, where: str, problems: Problems, profile: str) -> Rule | None:
+    fields = mapping(node, where, problems, RULE_KEYS)
     for required in ("requirement", "source"):
         if required not in fields and isinstance(node, yaml.MappingNode):
-            problems.add(node, _join(where, required), "missing required key")
+            problems.add(node, join(where, required), "missing required key")
     if not {"requirement", "source"} <= fields.keys():
         return None
-    text = _scalar(fields["requirement"][1], _join(where, "requirement"), problems)
-    source = _text(fields["source"][1], _join(where, "source"), problems)
+    text = scalar(fields["requirement"][1], join(where, "requirement"), problems)
+    source = _text(fields["source"][1], join(where, "source"), problems)
     try:
         requirement = Requirement(text or "")
     except InvalidRequirement as exc:
         problems.add(
             fields["requirement"][1],
-            _join(where, "requirement"),
+            join(where, "requirement"),
             f"invalid requirement {text!r}: {str(exc).splitlines()[0]}",
         )
         return None
     optional = (
-        _bool(fields["optional"][1], _join(where, "optional"), problems)
+        _bool(fields["optional"][1], join(where, "optional"), problems)
         if "optional" in fields
         else False
     )
     alternatives = (
-        _strings(fields["alternatives"][1], _join(where, "alternatives"), problems)
+        strings(fields["alternatives"][1], join(where, "alternatives"), problems)
         if "alternatives" in fields
         else ()
     )
@@ -312,37 +314,37 @@ def _rule(node: yaml.Node, where: str, problems: _Problems, profile: str) -> Rul
     )
 
 
-def _known_bad(node: yaml.Node, where: str, problems: _Problems, prefix: str) -> KnownBad | None:
+def _known_bad(node: yaml.Node, where: str, problems: Problems, prefix: str) -> KnownBad | None:
     """One `known_bad` row; also used for the shared table in builder/data/known_issues.yaml."""
-    fields = _mapping(node, where, problems, KNOWN_BAD_KEYS)
+    fields = mapping(node, where, problems, KNOWN_BAD_KEYS)
     for required in ("when", "reason", "source"):
         if required not in fields and isinstance(node, yaml.MappingNode):
-            problems.add(node, _join(where, required), "missing required key")
+            problems.add(node, join(where, required), "missing required key")
     before = len(problems.items)
     if "when" in fields:
-        when = _mapping(fields["when"][1], _join(where, "when"), problems)
+        when = mapping(fields["when"][1], join(where, "when"), problems)
         for name, (_, value) in when.items():
-            _specifier(value, _join(_join(where, "when"), name), problems)
+            _specifier(value, join(join(where, "when"), name), problems)
     for key in ("reason", "hint", "source"):
         if key in fields:
-            _text(fields[key][1], _join(where, key), problems)
+            _text(fields[key][1], join(where, key), problems)
     if "severity" in fields:
-        level = _scalar(fields["severity"][1], _join(where, "severity"), problems)
+        level = scalar(fields["severity"][1], join(where, "severity"), problems)
         if level is not None and level not in SEVERITIES:
             problems.add(
                 fields["severity"][1],
-                _join(where, "severity"),
-                f"expected one of {', '.join(SEVERITIES)}{_suggest(level, SEVERITIES)}",
+                join(where, "severity"),
+                f"expected one of {', '.join(SEVERITIES)}{suggest(level, SEVERITIES)}",
             )
     if "profile" in fields:
-        _mapping(fields["profile"][1], _join(where, "profile"), problems, tuple(_FACTS))
+        mapping(fields["profile"][1], join(where, "profile"), problems, tuple(_FACTS))
     if len(problems.items) > before or not {"when", "reason", "source"} <= fields.keys():
         return None
-    return KnownBad.from_data(yaml.safe_load(yaml.serialize(node)), prefix)
+    return KnownBad.from_data(plain(node, where, problems), prefix)
 
 
-def _specifier(node: yaml.Node, where: str, problems: _Problems) -> None:
-    text = _scalar(node, where, problems)
+def _specifier(node: yaml.Node, where: str, problems: Problems) -> None:
+    text = scalar(node, where, problems)
     try:
         if text is not None:
             SpecifierSet(text)
@@ -350,63 +352,49 @@ def _specifier(node: yaml.Node, where: str, problems: _Problems) -> None:
         problems.add(node, where, f"invalid version specifier {text!r} (expected like '<2.6')")
 
 
-def _compose(path: Path) -> yaml.Node:
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InputError(
-            located(path, line, col, "", f"YAML syntax error: {exc.problem}"), hint=HINT
-        ) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read profile: {exc}", hint=HINT) from None
+def _compose(path: Path, problems: Problems) -> yaml.Node:
+    node = compose(read_file(path, "profile"), path, problems)
     if node is None:
         raise InputError(f"{path}:1:1: empty profile", hint=HINT)
     return node
 
 
-def _raise(problems: _Problems) -> None:
-    if problems.items:
-        raise InputError("\n".join(text for _, _, text in sorted(problems.items)), hint=HINT)
-
-
 def read_profile(path: Path) -> _Raw:
     """Read and validate one profile file (without following `extends`)."""
-    node = _compose(path)
-    problems = _Problems(path)
-    top = _mapping(node, "", problems, PROFILE_KEYS)
+    problems = Problems(path, hint=HINT)
+    node = _compose(path, problems)
+    top = mapping(node, "", problems, PROFILE_KEYS)
     for required in ("name", "source"):
         if required not in top and isinstance(node, yaml.MappingNode):
             problems.add(node, required, "missing required key")
     name = (
-        _scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
+        scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
     )
     if name is not None and name != path.stem:
         problems.add(top["name"][1], "name", f"{name!r} does not match the file name {path.name!r}")
     source = _text(top["source"][1], "source", problems) if "source" in top else None
     raw = _sections(top, problems, path, name or path.stem, source or "")
-    _raise(problems)
+    problems.raise_if_any()
     return raw
 
 
 def _sections(
     top: Mapping[str, tuple[yaml.Node, yaml.Node]],
-    problems: _Problems,
+    problems: Problems,
     path: Path,
     name: str,
     source: str,
 ) -> _Raw:
     def items(key: str) -> list[tuple[str, yaml.Node]]:
-        nodes = _sequence(top[key][1], key, problems) if key in top else []
+        nodes = sequence(top[key][1], key, problems) if key in top else []
         return [(f"{key}[{i}]", n) for i, n in enumerate(nodes)]
 
     def modules(key: str) -> tuple[str, ...]:
-        return _strings(top[key][1], key, problems, _MODULE, "module name") if key in top else ()
+        return strings(top[key][1], key, problems, _MODULE, "module name") if key in top else ()
 
     extends_node = top["extends"][1] if "extends" in top else None
     extends = (
-        _scalar(extends_node, "extends", problems, _NAME, "profile name")
+        scalar(extends_node, "extends", problems, _NAME, "profile name")
         if extends_node is not None
         else None
     )
@@ -430,12 +418,12 @@ def _sections(
 
 def read_known_bad(path: Path) -> tuple[KnownBad, ...]:
     """The `known_bad` rows of a data file (the shared table), validated like a profile's."""
-    node = _compose(path)
-    problems = _Problems(path)
-    top = _mapping(node, "", problems)
-    rows = _sequence(top["known_bad"][1], "known_bad", problems) if "known_bad" in top else []
+    problems = Problems(path, hint=HINT)
+    node = _compose(path, problems)
+    top = mapping(node, "", problems)
+    rows = sequence(top["known_bad"][1], "known_bad", problems) if "known_bad" in top else []
     found = [_known_bad(x, f"known_bad[{i}]", problems, "") for i, x in enumerate(rows)]
-    _raise(problems)
+    problems.raise_if_any()
     return tuple(b for b in found if b)
 
 
@@ -478,7 +466,7 @@ def _flatten(name: str, raws: Mapping[str, _Raw], seen: tuple[str, ...] = ()) ->
                 line,
                 col,
                 "extends",
-                f"unknown profile {raw.extends!r}{_suggest(raw.extends, list(raws))}",
+                f"unknown profile {raw.extends!r}{suggest(raw.extends, list(raws))}",
             ),
             hint=HINT,
         )
@@ -505,7 +493,7 @@ def profiles_for(
     if missing:
         where = _matrix_position(matrix.path, missing[0])
         raise InputError(
-            f"{where}: unknown profile {missing[0]!r}{_suggest(missing[0], list(known))}",
+            f"{where}: unknown profile {missing[0]!r}{suggest(missing[0], list(known))}",
             hint=f"known profiles: {', '.join(known)}; add your own to a directory named in "
             "`profile_paths`",
         )
@@ -515,8 +503,8 @@ def profiles_for(
 def _matrix_position(path: Path, name: str) -> str:
     """`file:line:col: profiles[i]` of a profile name in the matrix, for messages."""
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
+        root = compose(read_file(path, "matrix file"), path, Problems(path))
+    except InputError:
         return f"{path}:1:1: profiles"
     top = {k.value: v for k, v in getattr(root, "value", ()) if isinstance(k, yaml.ScalarNode)}
     for i, item in enumerate(getattr(top.get("profiles"), "value", ())):

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import jinja2
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from builder import __version__
+from builder.errors import InputError
+from builder.files import staged_dir
 from builder.lock import Locked, lock_path, parse_lock, read_lock
 from builder.log import Log
 from builder.matrix import Cell, Matrix
@@ -26,8 +27,9 @@ from builder.resources import data_dir
 
 # Heavy, slow-changing distributions: installed in their own layer, ahead of the rest.
 HEAVY = re.compile(
-    r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$"
+    r"^(torch|torchvision|torchaudio|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*)$", re.ASCII
 )
+APP_IGNORED = ("__pycache__", "*.pyc", ".git")
 LABEL_PREFIX = "io.github.builder"
 LAYERS = ("heavy", "rest", "pins")
 
@@ -109,8 +111,14 @@ def render_dockerfile(context: DockerfileContext) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
-    """Write `output/<cell-id>/` atomically (a temp dir renamed into place)."""
+def render_cell(
+    matrix: Matrix, cell: Cell, output: Path, log: Log, *, secrets: Collection[Path] = ()
+) -> Rendered:
+    """Write `output/<cell-id>/` atomically (staged beside it, then swapped in). `secrets`
+    are files (the CA bundle, the netrc) never copied into the context, nor is the matrix's
+    `indexes.ca_bundle`, even when they sit in the app directory."""
+    if cell.app is not None:
+        _refuse_output_in_app(cell.app.path, output)
     lock = read_lock(lock_path(matrix, cell))
     if lock is None:
         log.warn(
@@ -120,18 +128,23 @@ def render_cell(matrix: Matrix, cell: Cell, output: Path, log: Log) -> Rendered:
     pinned = {canonicalize_name(p.name) for p in cell.pins}
     layers = split_layers(parse_lock(lock.text), pinned) if lock else {key: [] for key in LAYERS}
     context = context_for(cell, tuple(layers), lock.sha256 if lock else None)
-    output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cell.id}.", dir=output))
-    try:
+    with staged_dir(output / cell.id) as staging:
         _write_context(staging, cell, context, layers)
-        target = output / cell.id
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if cell.app is not None:
+            kept = [*secrets, *([cell.indexes.ca_bundle] if cell.indexes.ca_bundle else [])]
+            copy_app(cell.app.path, staging / "app", kept, log)
     return Rendered(cell.id, output / cell.id, lock.sha256 if lock else None)
+
+
+def _refuse_output_in_app(app: Path, output: Path) -> None:
+    """Rendering into the app directory would copy the output into itself, over and over."""
+    if output.resolve().is_relative_to(app.resolve()):
+        raise InputError(
+            f"{output}: the output directory is inside the app directory {app}, which is "
+            "copied into each build context",
+            hint="pass -o with a directory outside the app directory (or move the app "
+            "into a subdirectory)",
+        )
 
 
 def _write_context(
@@ -147,12 +160,65 @@ def _write_context(
         (requirements / f"{name}.txt").write_text(body, encoding="utf-8")
     pinned = {(p.name, p.version) for items in layers.values() for p in items}
     _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse")
-    if cell.app is not None:
-        shutil.copytree(
-            cell.app.path,
-            root / "app",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"),
-        )
+
+
+def copy_app(source: Path, target: Path, secrets: Iterable[Path], log: Log) -> None:
+    """Copy the app directory's regular files and folders. A symlink that points inside it
+    is copied as a link (made relative, so that it does in the image too); one that leaves
+    it, a special file and any of `secrets` (compared by inode, so a hard link or a symlink
+    to one is caught too) are left out with a warning."""
+    root = source.resolve()
+    secret_ids = {_inode(p) for p in secrets} - {None}
+    links: list[tuple[Path, str]] = []
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = set(shutil.ignore_patterns(*APP_IGNORED)(directory, names))
+        for name in sorted(set(names) - skipped):
+            path = Path(directory) / name
+            why = _left_out(path, root, secret_ids)
+            if why or path.is_symlink():
+                skipped.add(name)
+            if why:
+                log.warn(f"{path}: not copied into the build context: {why}")
+            elif path.is_symlink():
+                links.append((path, os.path.relpath(path.resolve(), path.parent)))
+        return skipped
+
+    shutil.copytree(root, target, symlinks=True, ignore=ignore)
+    for link, points_to in links:
+        os.symlink(points_to, target / link.relative_to(root))
+
+
+def _left_out(path: Path, root: Path, secret_ids: set[tuple[int, int] | None]) -> str | None:
+    """Why `path` stays out of the build context, or None to copy it."""
+    if _inode(path) in secret_ids:
+        return "it is a configured secret (CA bundle or netrc)"
+    if path.is_symlink():
+        resolved = _resolve(path)
+        if resolved is None:
+            return f"a symlink to {os.readlink(path)}, which loops"
+        if not resolved.is_relative_to(root):
+            return f"a symlink to {os.readlink(path)}, outside the app directory"
+        return None
+    if not (path.is_file() or path.is_dir()):
+        return "not a regular file or directory"
+    return None
+
+
+def _resolve(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file `path` names, following links; None when there is none."""
+    try:
+        found = path.stat()
+    except (OSError, RuntimeError):  # dangling, a loop, unreadable
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 def _install_lines(block: str) -> str:

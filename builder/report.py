@@ -24,6 +24,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from builder.errors import CELLS_FAILED, OK, InputError
+from builder.files import read_text
 from builder.log import Log
 
 Report = dict[str, Any]
@@ -37,6 +38,8 @@ ABSENT_MARK = "—"
 MAX_COLUMNS = 10  # Markdown grid columns per table: wider matrices wrap into more tables
 MAX_MARKDOWN = 65_000  # GitHub caps comments and job summaries near 65,536 characters
 MAX_LINE = 240
+MAX_DEPTH = 100  # levels of JSON nesting; a report needs about 10
+CELL_DEPTH = 2  # a cell sits at $.cells[i]
 
 _DATA = Path(__file__).resolve().parent
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -60,18 +63,13 @@ def report_schema() -> dict[str, Any]:
 
 def load_report(path: Path) -> Report:
     """Read and validate a report; InputError names the file and the JSON path of a problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: report not found", hint="`builder validate -o DIR` writes one"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read report: {exc}") from None
+    text = read_text(path, "report")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     return validate_report(data, str(path))
 
 
@@ -84,18 +82,81 @@ def validate_report(data: Any, source: str) -> Report:
             f"(this builder reads {SCHEMA_VERSION})",
             hint="upgrade builder to read newer reports",
         )
-    validator = jsonschema.Draft202012Validator(report_schema())
-    # best_match looks inside oneOf (`lock: object | null`) for the error that names the field.
-    problems = sorted((best_match([e]) for e in validator.iter_errors(data)), key=_position)
+    problems = schema_problems(data) or _duplicate_ids(data["cells"])
     if problems:
-        lines = [f"{source}: {e.json_path}: {_short(e.message)}" for e in problems[:20]]
+        lines = [f"{source}: {problem}" for problem in problems[:20]]
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InputError("\n".join(lines) + more, hint="`builder validate` writes valid reports")
     return normalize(data)
 
 
+def validate_cell_record(data: object) -> str | None:
+    """The first way `data` is not a report cell, as `$.field: message`; None when it is one.
+    For cell records that come back from elsewhere (the result cache)."""
+    problems = schema_problems(data, "cell", depth=CELL_DEPTH)
+    return problems[0] if problems else None
+
+
+def schema_problems(data: object, definition: str = "", depth: int = 0) -> list[str]:
+    """Where `data` breaks the report schema (or its `$defs/<definition>`), in document order,
+    as `$.field: message`. `depth` is how deep in a report `data` sits."""
+    deep = _too_deep(data, depth)
+    if deep is not None:
+        return [f"{_short(deep)}: nested too deeply (more than {MAX_DEPTH} levels)"]
+    # best_match looks inside oneOf (`lock: object | null`) for the error that names the field.
+    errors = [best_match([e]) for e in _validator(definition).iter_errors(data)]
+    return [f"{e.json_path}: {_message(e)}" for e in sorted(errors, key=_position)]
+
+
+def _validator(definition: str) -> jsonschema.Draft202012Validator:
+    schema = report_schema()
+    if definition:
+        schema = {k: schema[k] for k in ("$schema", "$defs")} | {"$ref": f"#/$defs/{definition}"}
+    formats = jsonschema.FormatChecker(formats=())
+    formats.checks("date-time", raises=ValueError)(_is_date_time)
+    return jsonschema.Draft202012Validator(schema, format_checker=formats)
+
+
+def _is_date_time(value: object) -> bool:
+    """The pattern gives the shape; this catches dates that do not exist (month 99)."""
+    return not isinstance(value, str) or bool(parse_time(value))
+
+
+def _too_deep(data: object, depth: int) -> str | None:
+    """The JSON path of a value nested over MAX_DEPTH levels, if any. Iterative: copying,
+    validating and rendering recurse, so a deeper document must not get that far."""
+    stack = [(data, "$", depth)]
+    while stack:
+        value, where, level = stack.pop()
+        if level > MAX_DEPTH:
+            return where
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}", level + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", level + 1) for i, v in enumerate(value))
+    return None
+
+
+def _duplicate_ids(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A cell id may appear once per report (`--merge` is where duplicates are resolved)."""
+    first: dict[str, int] = {}
+    problems = []
+    for i, cell in enumerate(cells):
+        earlier = first.setdefault(cell["id"], i)
+        if earlier != i:
+            problems.append(
+                f"$.cells[{i}].id: {cell['id']!r} is already the id of $.cells[{earlier}]"
+            )
+    return problems
+
+
 def _position(error: jsonschema.ValidationError) -> list[str]:
     return [f"{p:08d}" if isinstance(p, int) else p for p in error.absolute_path]
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    cause = f" ({error.cause})" if error.cause else ""
+    return _short(error.message + cause)
 
 
 def _short(message: str) -> str:
@@ -205,6 +266,36 @@ def human_seconds(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
 
 
+# ---------------------------------------------------------------- secrets
+
+# Build logs and probe output can echo credentials (pip prints index URLs, curl -v prints
+# headers); every rendered format masks them. The JSON on disk is left as `validate` wrote it.
+_SECRETS = (
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]+@"), r"\1***@"),  # URL user info
+    (re.compile(r"(?im)\b((?:proxy-)?authorization:[ \t]*)[^\r\n]+"), r"\1***"),
+    (re.compile(r"(?i)\b(\w*(?:token|password|passwd|secret|api_?key)=)[^\s&\"']+"), r"\1***"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}"), "hf_***"),  # Hugging Face access tokens
+)
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials, Authorization headers and `token=...` values masked."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redacted(value: Any) -> Any:
+    """A copy of a report (or any JSON value) with every string redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------- templates
 
 
@@ -241,6 +332,7 @@ def md_code(value: object) -> str:
 
 def render_markdown(report: Report) -> str:
     """The pull-request comment and job summary: grid, failures with evidence, lock diffs."""
+    report = redacted(report)
     g = grid(report)
     view = {
         "run": report["run"],
@@ -318,6 +410,7 @@ def _cap(text: str) -> str:
 
 def render_html(report: Report) -> str:
     """One static, self-contained page: no CDN, fonts or scripts from elsewhere."""
+    report = redacted(report)
     g = grid(report)
     cells = [_html_cell(c) for c in report["cells"]]
     by_id = {c["id"]: c for c in cells}
@@ -373,6 +466,7 @@ def _html_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
 def render_junit(report: Report) -> str:
     """One testcase per cell and probe (classname = cell id); a failed build or check is a
     testcase of its own, and a cell with neither probes nor stages gets one named `build`."""
+    report = redacted(report)
     suites = ET.Element("testsuites", name="builder", time=f"{report['run']['seconds']:.3f}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for cell in report["cells"]:
@@ -449,7 +543,7 @@ def _xml_text(text: str) -> str:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(redacted(report), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 RENDERERS = {"md": render_markdown, "html": render_html, "junit": render_junit, "json": render_json}
@@ -585,8 +679,8 @@ def _pin_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple
 def render_diff(diff: ReportDiff, fmt: str) -> str:
     """The diff as Markdown (`md`) or JSON (`json`)."""
     if fmt == "json":
-        return json.dumps(diff.to_json(), indent=2, sort_keys=True) + "\n"
-    rows = [_diff_row(c) for c in diff.changes]
+        return json.dumps(redacted(diff.to_json()), indent=2, sort_keys=True) + "\n"
+    rows = [redacted(_diff_row(c)) for c in diff.changes]
     template = _environment(autoescape=False).get_template("diff.md.j2")
     return _cap(template.render(rows=rows, regressed=diff.regressed))
 
@@ -640,20 +734,30 @@ def _merged_run(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def parse_time(text: str) -> datetime:
-    """ISO-8601 with a `Z` too (Python 3.10's fromisoformat does not take it)."""
-    return datetime.fromisoformat(re.sub(r"Z$", "+00:00", text))
+    """ISO-8601 as the schema's pattern has it. Python 3.10's fromisoformat takes neither `Z`
+    nor fractions of other than 3 or 6 digits, so those are spelled out first."""
+    text = re.sub(r"Z$", "+00:00", text)
+    text = re.sub(r"\.(\d+)", lambda m: "." + m[1][:6].ljust(6, "0"), text)
+    return datetime.fromisoformat(text)
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def append_step_summary(report: Report, environ: Mapping[str, str]) -> bool:
-    """Append the Markdown to $GITHUB_STEP_SUMMARY when it is set; say whether it was."""
-    target = environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
+def append_step_summary(report: Report, target: Path | None) -> bool:
+    """Append the Markdown to the job summary file ($GITHUB_STEP_SUMMARY, read into the
+    settings), when there is one; say whether there was."""
+    if target is None:
         return False
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write(render_markdown(report) + "\n")
+    text = render_markdown(report) + "\n"
+    try:  # appended, not replaced: earlier steps of the job wrote theirs to the same file
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InputError(
+            f"{target}: cannot append the job summary: {exc.strerror or exc}",
+            hint="GITHUB_STEP_SUMMARY must name a writable file",
+        ) from None
     return True
 
 

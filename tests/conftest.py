@@ -36,15 +36,24 @@ class Run:
     err: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run `python -m builder` as a user would, in a subprocess."""
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    unprivileged: bool = False,
+) -> Run:
+    """Run `python -m builder` as a user would, in a subprocess (killed after `timeout`).
+    `unprivileged` drops root's capabilities, so permissions hold as for any user."""
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"] if unprivileged else []
     done = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
+        [*drop, sys.executable, "-m", "builder", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         check=False,
+        timeout=timeout,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 

@@ -28,17 +28,24 @@ The last stdout line is one JSON object; the exit status is 0 for pass and skipp
 Safetensors sizes come from the headers (8-byte little-endian length, then JSON with each
 tensor's dtype, shape and data offsets); .pth/.bin/.pt/.ckpt sizes are estimates from the file
 size (2 bytes a parameter when the name says bf16/fp16, else 4).
+
+Model files are untrusted: only regular files are opened (a FIFO would block), JSON must be
+UTF-8 with finite numbers, a header's shapes must be non-negative integers whose product its
+data bytes can hold, and its offsets must lie inside the file. A file that breaks a rule is an
+error finding naming it, so the answer is always one line of strict JSON.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import struct
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 PROBE = "model-dir"
 GIB = 1024**3
@@ -65,46 +72,143 @@ PROFILES = {"animate": "wan2.2-animate", "s2v": "wan2.2-s2v", "multitalk": "mult
 # --- weights -----------------------------------------------------------------------------------
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file, without reading any tensor."""
-    with path.open("rb") as handle:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; ValueError or OSError says what is wrong with it."""
+    with _open_regular(path) as handle:
+        data = handle.read(MAX_HEADER_BYTES + 1)
+    if len(data) > MAX_HEADER_BYTES:
+        raise ValueError(f"larger than {MAX_HEADER_BYTES} bytes")
+    return _json_object(data)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """Strict JSON (UTF-8, finite numbers: Python's json takes NaN and Infinity), an object."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object: {_short(value)}")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading, refusing anything but a regular file (a FIFO would block)."""
+    handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise ValueError("not a regular file")
+    return handle
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a .safetensors file and the size of its data, reading no tensor."""
+    with _open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise ValueError("shorter than the 8-byte header length")
         (length,) = struct.unpack("<Q", prefix)
-        if length > min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+        if length > min(MAX_HEADER_BYTES, size - 8):
             raise ValueError(f"header length {length} exceeds the file")
-        header = json.loads(handle.read(length))
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    return header
+        blob = handle.read(length)
+    try:
+        return _json_object(blob), size - 8 - length
+    except ValueError as exc:
+        raise ValueError(f"header is {exc}") from None
 
 
 def safetensors_size(path: Path) -> tuple[int, int]:
-    """(parameters, stored bytes) of a .safetensors file, from its header."""
+    """(parameters, stored bytes) of a .safetensors file, from its checked header."""
+    header, data_bytes = read_safetensors_header(path)
     params = stored = 0
-    for name, tensor in read_safetensors_header(path).items():
+    for name, tensor in header.items():
         if name != "__metadata__":
-            params += math.prod(tensor["shape"])
-            start, end = tensor["data_offsets"]
-            stored += end - start
+            count, size = _tensor_size(name, tensor, data_bytes)
+            params, stored = params + count, stored + size
     return params, stored
+
+
+def _tensor_size(name: str, tensor: object, data_bytes: int) -> tuple[int, int]:
+    """(elements, bytes) of one header entry: a shape of non-negative integers, offsets inside
+    the data, and no more elements than its bytes can hold (at 8 a byte, for sub-byte dtypes)."""
+    if not isinstance(tensor, dict):
+        raise ValueError(f"tensor {name!r}: not a JSON object")
+    shape, offsets = tensor.get("shape"), tensor.get("data_offsets")
+    if not _naturals(shape):
+        raise ValueError(
+            f"tensor {name!r}: shape {_short(shape)} is not a list of non-negative integers"
+        )
+    if not (_naturals(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1] <= data_bytes):
+        where = f"[start, end] within the {data_bytes} data bytes"
+        raise ValueError(f"tensor {name!r}: data_offsets {_short(offsets)} are not {where}")
+    size = offsets[1] - offsets[0]
+    count = _elements(shape, 8 * size)
+    if count is None:
+        message = f"shape {_short(shape)} has more elements than its {size} data bytes hold"
+        raise ValueError(f"tensor {name!r}: {message}")
+    return count, size
+
+
+def _naturals(value: object) -> bool:
+    """A JSON list of non-negative integers."""
+    return isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+    )
+
+
+def _elements(shape: list[int], limit: int) -> int | None:
+    """The product of a shape, or None once it passes `limit` (not computed in full)."""
+    if 0 in shape:
+        return 0
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > limit:
+            return None
+    return count
 
 
 def file_size_estimate(path: Path) -> tuple[int, int]:
     """(parameters, bytes) of a pickled checkpoint, guessed from its size and name."""
-    size = path.stat().st_size
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
     half = any(tag in path.name.lower() for tag in ("bf16", "fp16", "half"))
-    return size // (2 if half else 4), size
+    return info.st_size // (2 if half else 4), info.st_size
 
 
 def weight_files(
     root: Path, directory: Path, prefix: str, findings: list[dict[str, str]]
 ) -> list[Path]:
-    """The weight files of a directory: the shards of an index, else every weight file."""
+    """The weight files of a directory: the shards of an index, else every weight file (also
+    when the index is unreadable, which is a finding)."""
     indexes = sorted(directory.glob(f"{prefix}*.safetensors.index.json"), key=lambda p: len(p.name))
-    if indexes:
-        return _index_shards(root, indexes[0], findings)
+    shards = _index_shards(root, indexes[0], findings) if indexes else None
+    if shards is not None:
+        return shards
     for pattern in (".safetensors", *OTHER_WEIGHTS):
         files = _drop_variants(sorted(directory.glob(f"{prefix}*{pattern}")))
         if files:
@@ -112,14 +216,35 @@ def weight_files(
     return []
 
 
-def _index_shards(root: Path, index: Path, findings: list[dict[str, str]]) -> list[Path]:
-    weight_map = json.loads(index.read_text()).get("weight_map", {})
-    shards = [index.parent / name for name in sorted(set(weight_map.values()))]
+def _index_shards(root: Path, index: Path, findings: list[dict[str, str]]) -> list[Path] | None:
+    """The shards an index lists (each missing one is a finding); None if it is unreadable."""
+    try:
+        names = _shard_names(read_json_object(index))
+    except (OSError, ValueError) as exc:
+        findings.append(_finding("error", _rel(root, index), f"unreadable index: {_why(exc)}"))
+        return None
+    shards = [index.parent / name for name in names]
     for shard in shards:
-        if not shard.is_file():
+        if not shard.exists():
             message = f"shard listed in {index.name} is missing"
             findings.append(_finding("error", _rel(root, shard), message))
-    return [shard for shard in shards if shard.is_file()]
+    return [shard for shard in shards if shard.exists()]
+
+
+def _shard_names(index: dict[str, Any]) -> list[str]:
+    weight_map = index.get("weight_map", {})
+    if not isinstance(weight_map, dict) or not all(map(_is_plain_name, weight_map.values())):
+        raise ValueError("weight_map is not an object of tensor names to shard file names")
+    return sorted(set(weight_map.values()))
+
+
+def _is_plain_name(value: object) -> bool:
+    """A file or folder name inside its directory (`a.safetensors`, not `../a` or `/dev/zero`)."""
+    return isinstance(value, str) and value not in ("", ".", "..") and not {"/", "\0"} & set(value)
+
+
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
 
 
 def _drop_variants(files: list[Path]) -> list[Path]:
@@ -141,8 +266,8 @@ def measure(
                 if path.suffix == ".safetensors"
                 else file_size_estimate(path)
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            findings.append(_finding("error", _rel(root, path), f"unreadable weights: {exc}"))
+        except (OSError, ValueError) as exc:
+            findings.append(_finding("error", _rel(root, path), f"unreadable weights: {_why(exc)}"))
             continue
         params, stored = params + size[0], stored + size[1]
         estimated = estimated or path.suffix != ".safetensors"
@@ -183,17 +308,17 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def _read_json(path: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+def _read_json(root: Path, path: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
+    """A JSON object from a file, or {} and a finding naming the file."""
     try:
-        data = json.loads(path.read_text())
+        return read_json_object(path)
     except (OSError, ValueError) as exc:
-        findings.append(_finding("error", path.name, f"unreadable JSON: {exc}"))
+        findings.append(_finding("error", _rel(root, path), f"unreadable: {_why(exc)}"))
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def detect_layout(root: Path) -> str:
-    if (root / "model_index.json").is_file():
+    if (root / "model_index.json").exists():  # not only a regular file: a FIFO is a finding
         return "diffusers"
     if any((root / name).exists() for name in NATIVE_MARKERS):
         return "wan-native"
@@ -218,8 +343,8 @@ def guess_profile(kind: str, experts: int, vae: str) -> str:
 
 
 def inspect_diffusers(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
-    index = _read_json(root / "model_index.json", findings)
-    listed = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    index = _read_json(root, root / "model_index.json", findings)
+    listed = _listed(index, findings)
     present = [k for k, v in listed.items() if any(part is not None for part in v)]
     findings += _diffusers_files(root, listed, present)
     experts = sum(1 for name in ("transformer", "transformer_2") if name in present)
@@ -230,9 +355,24 @@ def inspect_diffusers(root: Path, findings: list[dict[str, str]]) -> dict[str, A
         )
     class_name = str(index.get("_class_name", "unknown"))
     is_wan = class_name.startswith("Wan") or experts == 2
-    profile = guess_profile(_kind(class_name), experts, _vae(root)) if is_wan else "unknown"
+    vae = _vae(root, findings) if is_wan else ""
+    profile = guess_profile(_kind(class_name), experts, vae) if is_wan else "unknown"
     components = _components(root, present, findings)
     return _layout("diffusers", class_name, profile, experts, boundary, components)
+
+
+def _listed(index: dict[str, Any], findings: list[dict[str, str]]) -> dict[str, list[Any]]:
+    """The components model_index.json lists (`"vae": ["diffusers", "AutoencoderKLWan"]`)."""
+    listed = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list):
+            continue
+        if _is_plain_name(name):
+            listed[name] = value
+        else:
+            message = f"{_short(name)} is not a component folder name"
+            findings.append(_finding("error", "model_index.json", message))
+    return listed
 
 
 def _diffusers_files(
@@ -249,9 +389,10 @@ def _diffusers_files(
     return found
 
 
-def _vae(root: Path) -> str:
+def _vae(root: Path, findings: list[dict[str, str]]) -> str:
     """The Wan VAE generation of a diffusers `vae/` (z_dim 16: Wan2.1, 48: Wan2.2), or ''."""
-    z_dim = _read_json(root / "vae" / "config.json", []).get("z_dim")
+    config = root / "vae" / "config.json"
+    z_dim = _read_json(root, config, findings).get("z_dim") if config.exists() else None
     return {48: "2.2", 16: "2.1"}.get(z_dim, "") if isinstance(z_dim, int) else ""
 
 
@@ -286,8 +427,8 @@ def inspect_native(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]
 
 def _native_config(root: Path, findings: list[dict[str, str]]) -> dict[str, Any]:
     for candidate in (root / "config.json", *(root / name / "config.json" for name in EXPERTS)):
-        if candidate.is_file():
-            return _read_json(candidate, findings)
+        if candidate.exists():
+            return _read_json(root, candidate, findings)
     return {}
 
 
@@ -435,9 +576,18 @@ def run(options: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str,
     root = Path(model_dir)
     if not root.is_dir():
         return result("error", f"{root}: not a directory", {})
-    details = inspect_dir(root, options.get("min_gpu_memory_gb"), gpu)
+    gib = options.get("min_gpu_memory_gb")
+    if gib is not None and not _positive_number(gib):
+        return result("error", f"min_gpu_memory_gb: not a finite positive number: {gib!r}", {})
+    details = inspect_dir(root, gib, gpu)
     status, reason = verdict(details)
     return result(status, reason, details, evidence(details))
+
+
+def _positive_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def cuda_memory() -> dict[str, Any] | None:
@@ -469,7 +619,12 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # a probe always answers with one JSON line
         reason = f"{type(exc).__name__}: {exc}"
         answer = result("error", reason, {}, traceback.format_exc())
-    print(json.dumps(answer))
+    try:
+        line = json.dumps(answer, allow_nan=False)
+    except ValueError as exc:  # NaN or Infinity: not JSON, so answer that instead
+        answer = result("error", f"the answer holds a number JSON cannot carry: {exc}", {})
+        line = json.dumps(answer)
+    print(line)
     return 0 if answer["status"] in ("pass", "skipped") else 1
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.lock import LockFile, body_digest
 from tests.conftest import SYSTEM_CA, WHEELS, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
@@ -108,12 +109,37 @@ def test_an_unchanged_rebuild_is_fully_cached(small: Path) -> None:
     assert record["cached_steps"] == record["total_steps"]
 
 
+def resealed(text: str) -> str:
+    """A lock edited by hand whose body-sha256 was forged to match: builder's own digest check
+    passes, so what stops it is pip's --require-hashes inside the build (defence in depth)."""
+    lock = LockFile(
+        text, "".join(line for line in text.splitlines(True) if line.startswith("#")), None
+    )
+    return re.sub(
+        r"(?m)^# body-sha256: [0-9a-f]{64}$", f"# body-sha256: {body_digest(lock.body)}", text
+    )
+
+
+def test_a_hand_edited_lock_is_refused_before_the_build(small: Path) -> None:
+    lock = small / "constraints" / "bookworm.six-1.16.0.txt"
+    text = lock.read_text()
+    lock.write_text(
+        re.sub(r"--hash=sha256:[0-9a-f]{64}", "--hash=sha256:" + "0" * 64, text, count=1)
+    )
+    try:
+        result = run_cli("build", cwd=small)
+        assert result.code == 2 and "edited by hand" in result.err, result.err
+    finally:
+        lock.write_text(text)
+
+
 def test_a_tampered_hash_fails_the_build_with_pips_hash_message(small: Path) -> None:
     lock = small / "constraints" / "bookworm.six-1.16.0.txt"
     text = lock.read_text()
     head, block = text.split("six==1.16.0", 1)
     body, rest = block.split("# via", 1)
-    lock.write_text(head + "six==1.16.0" + re.sub(r"[0-9a-f]{64}", "0" * 64, body) + "# via" + rest)
+    tampered = head + "six==1.16.0" + re.sub(r"[0-9a-f]{64}", "0" * 64, body) + "# via" + rest
+    lock.write_text(resealed(tampered))
     try:
         result = run_cli("build", cwd=small)
         assert result.code == 1
@@ -125,7 +151,9 @@ def test_a_tampered_hash_fails_the_build_with_pips_hash_message(small: Path) -> 
 def test_a_lock_missing_hashes_fails_the_build(small: Path) -> None:
     lock = small / "constraints" / "bookworm.six-1.16.0.txt"
     text = lock.read_text()
-    lock.write_text(re.sub(r"(six==1\.16\.0) \\\n(?:\s+--hash=\S+(?: \\)?\n)+", r"\1\n", text))
+    lock.write_text(
+        resealed(re.sub(r"(six==1\.16\.0) \\\n(?:\s+--hash=\S+(?: \\)?\n)+", r"\1\n", text))
+    )
     try:
         result = run_cli("build", cwd=small)
         assert result.code == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 from builder.check import Options, check_cells
 from builder.matrix import load_matrix
-from builder.metadata import ca_bundle
+from builder.settings import Settings, from_environ
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "check"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "matrix.yaml").is_file())
@@ -20,11 +21,14 @@ CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "matrix.yaml").is_file
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
+def settings(cache: Path) -> Settings:
+    return replace(from_environ(os.environ), metadata_cache=cache)
+
+
 @pytest.fixture(scope="module")
 def pypi() -> None:
     """PyPI answers; in CI its absence fails the tier instead of skipping it."""
-    cafile = ca_bundle(None, os.environ)
-    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    context = ssl.create_default_context()
     try:
         urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=20, context=context).close()
     except OSError as exc:
@@ -45,10 +49,7 @@ def test_the_seed_case_fails_and_its_fix_passes_against_the_real_index(
     want = yaml.safe_load((FIXTURES / name / "expected.yaml").read_text())
     matrix = load_matrix(FIXTURES / name / "matrix.yaml")
     reports = {
-        r.id: r
-        for r in check_cells(
-            matrix, matrix.cells, Options(environ=dict(os.environ), cache_dir=cache)
-        )
+        r.id: r for r in check_cells(matrix, matrix.cells, Options(settings=settings(cache)))
     }
     seed = [f for f in reports[want["seed"]].findings if f.code == want["code"]]
     assert seed and seed[0].severity == "error", reports[want["seed"]].findings
@@ -60,8 +61,6 @@ def test_the_seed_case_fails_and_its_fix_passes_against_the_real_index(
 
 def test_a_warm_check_reads_only_the_cache(pypi: None, cache: Path) -> None:
     matrix = load_matrix(FIXTURES / "transformers-wan22" / "matrix.yaml")
-    online = check_cells(matrix, matrix.cells, Options(environ=dict(os.environ), cache_dir=cache))
-    offline = check_cells(
-        matrix, matrix.cells, Options(environ=dict(os.environ), cache_dir=cache, offline=True)
-    )
+    online = check_cells(matrix, matrix.cells, Options(settings=settings(cache)))
+    offline = check_cells(matrix, matrix.cells, Options(settings=settings(cache), offline=True))
     assert [r.to_json() for r in offline] == [r.to_json() for r in online]

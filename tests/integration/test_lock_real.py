@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from builder.lock import parse_lock, read_lock, stale_reason
+from builder.lock import body_digest, parse_lock, read_lock, stale_reason
 from builder.matrix import load_matrix
 from tests.conftest import BASE_IMAGE, SYSTEM_CA, Run, run_cli
 
@@ -145,10 +145,15 @@ def test_upgrade_package_bumps_only_that_package_and_upgrade_bumps_all(tmp_path:
     assert Version(newest["attrs"]) > Version("23.1.0") and Version(newest["six"]) > Version(
         "1.15.0"
     )
-    # Keep the header (its inputs digest is the unpinned cell's) so the planted old pins are fresh.
+    # Keep the header (its inputs digest is the unpinned cell's) and seal the planted old pins
+    # with their own body digest, so they are a fresh lock, not a hand edit.
     fresh = read_lock(path)
     assert fresh is not None
-    path.write_text(fresh.header + "".join(old_blocks.values()))
+    body = "".join(old_blocks.values())
+    sealed = re.sub(
+        r"(?m)^# body-sha256: \w+$", f"# body-sha256: {body_digest(body)}", fresh.header
+    )
+    path.write_text(sealed + body)
     matrix = load_matrix(project / "matrix.yaml")
     assert stale_reason(matrix, matrix.cells[0]) is None
 

@@ -45,6 +45,7 @@ from builder.lock import Resolution, header, inputs_digest, lock_path, normalize
 from builder.matrix import Cell, load_matrix, parse_matrix
 from builder.metadata import PYPI, IndexCache, MetadataError, Sources, Wheelhouse
 from builder.profiles import load_profiles
+from builder.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CASES = sorted(p.name for p in (FIXTURES / "check").iterdir() if (p / "matrix.yaml").is_file())
@@ -60,7 +61,7 @@ def cache(tmp_path: Path) -> Path:
 def recorded(case: Path) -> Any:
     """A resolver that answers with what uv answered when the case was recorded."""
 
-    def resolver(cell: Cell, environ: dict[str, str]) -> Resolution:
+    def resolver(cell: Cell, settings: Settings, offline: bool) -> Resolution:
         body = case / "resolved" / f"{cell.id}.txt"
         if body.is_file():
             return Resolution(ok=True, body=body.read_text())
@@ -72,7 +73,9 @@ def recorded(case: Path) -> Any:
 def run_case(name: str, cache: Path) -> dict[str, Any]:
     case = FIXTURES / "check" / name
     matrix = load_matrix(case / "matrix.yaml")
-    options = Options(environ={}, cache_dir=cache, offline=True, resolver=recorded(case))
+    options = Options(
+        settings=Settings(metadata_cache=cache), offline=True, resolver=recorded(case)
+    )
     return {r.id: r for r in check_cells(matrix, matrix.cells, options)}
 
 
@@ -158,7 +161,7 @@ def seed_resolutions(case: str, cache: Path) -> None:
     """Put the recorded resolutions where `check` caches uv's answers."""
     matrix = load_matrix(FIXTURES / "check" / case / "matrix.yaml")
     for cell in matrix.cells:
-        result = recorded(FIXTURES / "check" / case)(cell, {})
+        result = recorded(FIXTURES / "check" / case)(cell, Settings(), True)
         path = cache / "resolutions" / f"{inputs_digest(cell, 'uv')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"ok": result.ok, "body": result.body, "error": result.error}))
@@ -170,7 +173,7 @@ def test_the_command_exits_1_when_a_cell_has_an_error_and_prints_json(cache: Pat
     result = CliRunner().invoke(
         cli,
         ["check", "-m", str(matrix), "--offline", "--format", "json"],
-        env={"BUILDER_CACHE_DIR": str(cache)},
+        env={"BUILDER_METADATA_CACHE": str(cache)},
         standalone_mode=False,
     )
     assert result.return_value == errors.CELLS_FAILED, result.output
@@ -184,7 +187,7 @@ def test_the_command_exits_0_for_the_fixed_cell_alone(cache: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["check", "-m", str(matrix), "--offline", "--cell", "fixed*"],
-        env={"BUILDER_CACHE_DIR": str(cache)},
+        env={"BUILDER_METADATA_CACHE": str(cache)},
         standalone_mode=False,
     )
     assert result.return_value == errors.OK, result.output
@@ -428,15 +431,17 @@ def test_a_fresh_lock_is_what_check_reads_and_uv_is_not_asked(tmp_path: Path, ca
     case = shutil.copytree(FIXTURES / "check" / "tokenizers-range", tmp_path / "case")
     matrix = load_matrix(case / "matrix.yaml")
     fixed = matrix.cells[1]
-    body = (case / "resolved" / f"{fixed.id}.txt").read_text()
-    text = header(matrix.path, fixed, inputs_digest(fixed, "uv"), "uv") + normalize(body)
+    resolved = (case / "resolved" / f"{fixed.id}.txt").read_text()
+    body = normalize(resolved).replace("tokenizers==0.21.1", "tokenizers==0.20.3")
     lock_path(matrix, fixed).parent.mkdir()
-    lock_path(matrix, fixed).write_text(text.replace("tokenizers==0.21.1", "tokenizers==0.20.3"))
+    lock_path(matrix, fixed).write_text(
+        header(matrix.path, fixed, inputs_digest(fixed, "uv"), "uv", body) + body
+    )
 
-    def no_uv(cell: Cell, environ: dict[str, str]) -> Resolution:
+    def no_uv(cell: Cell, settings: Settings, offline: bool) -> Resolution:
         raise AssertionError("the lock is fresh: uv must not run")
 
-    options = Options(environ={}, cache_dir=cache, offline=True, resolver=no_uv)
+    options = Options(settings=Settings(metadata_cache=cache), offline=True, resolver=no_uv)
     (report,) = check_cells(matrix, [fixed], options)
     assert [f.code for f in report.findings] == ["dependency-range"]
 
@@ -560,3 +565,24 @@ def test_an_unreachable_index_is_its_own_finding_not_a_conflict() -> None:
     assert [f.code for f in resolved.findings] == ["index-unreachable"]
     assert "download.pytorch.org/whl/cu118/torchvision/" in resolved.findings[0].message
     assert str(resolved.versions["torch"]) == "2.4.1"
+
+
+def test_an_offline_cache_miss_is_not_a_conflict_and_is_not_cached(tmp_path: Path) -> None:
+    matrix = load_matrix(FIXTURES / "check" / "peft-missing" / "matrix.yaml")
+    cell = matrix.cells[0]
+    calls = []
+
+    def offline_uv(cell: Cell, settings: Settings, offline: bool) -> Resolution:
+        calls.append(offline)
+        error = (
+            "Because torch was not found in the cache and you require torch, we can conclude "
+            "that your requirements are unsatisfiable."
+        )
+        return Resolution(ok=False, error=error)
+
+    options = Options(settings=Settings(metadata_cache=tmp_path), offline=True, resolver=offline_uv)
+    for _ in range(2):
+        (report,) = check_cells(matrix, [cell], options)
+        assert [f.code for f in report.findings][:1] == ["index-unreachable"]
+        assert "without --offline" in report.findings[0].hint
+    assert calls == [True, True]  # asked again: a cache miss is never stored as a verdict

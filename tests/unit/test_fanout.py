@@ -10,8 +10,16 @@ from typing import Any
 import jsonschema
 import pytest
 
-from builder.fanout import bake_file, bake_target_name, github_matrix, render_fanout
+from builder.errors import InputError
+from builder.fanout import (
+    MAX_GITHUB_JOBS,
+    bake_file,
+    bake_target_name,
+    github_matrix,
+    render_fanout,
+)
 from builder.matrix import Matrix, parse_matrix
+from builder.settings import Settings
 from tests.conftest import FIXTURES, run_cli
 
 BAKE_SCHEMA = json.loads((FIXTURES / "bake.schema.json").read_text())
@@ -83,21 +91,21 @@ def test_the_gpu_mode_decides_the_runner(
 
 def test_the_github_output_is_one_line_of_json(tmp_path: Path) -> None:
     m = matrix(tmp_path)
-    text = render_fanout(m, m.cells, "github", {})
+    text = render_fanout(m, m.cells, "github", Settings())
     assert "\n" not in text
     assert json.loads(text) == github_matrix(m, m.cells)
 
 
 def test_the_bake_file_is_valid_against_the_documented_format(tmp_path: Path) -> None:
     m = matrix(tmp_path)
-    bake = bake_file(m, m.cells, {})
+    bake = bake_file(m, m.cells, Settings())
     jsonschema.Draft202012Validator.check_schema(BAKE_SCHEMA)
     jsonschema.Draft202012Validator(BAKE_SCHEMA).validate(bake)
 
 
 def test_bake_has_a_target_per_cell_with_context_tag_labels_and_platform(tmp_path: Path) -> None:
     m = matrix(tmp_path)
-    targets = bake_file(m, m.cells, {})["target"]
+    targets = bake_file(m, m.cells, Settings())["target"]
     assert list(targets) == [bake_target_name(c.id) for c in m.cells]
     cell = m.cells[-1]
     target = targets[bake_target_name(cell.id)]
@@ -117,7 +125,7 @@ def test_bake_target_names_keep_only_letters_digits_dash_and_underscore() -> Non
 
 def test_bake_groups_the_targets_by_base_and_all_of_them_by_default(tmp_path: Path) -> None:
     m = matrix(tmp_path)
-    bake = bake_file(m, m.cells, {})
+    bake = bake_file(m, m.cells, Settings())
     groups: dict[str, Any] = bake["group"]
     assert set(groups) == {"cu124-py311", "cpu-py311", "default"}
     assert groups["default"]["targets"] == list(bake["target"])
@@ -131,8 +139,8 @@ def test_bake_secrets_are_the_template_s_files_by_path_never_their_contents(
     m = matrix(tmp_path)
     netrc = tmp_path / "netrc"
     netrc.write_text("machine pypi.corp login u password SECRET-MARKER\n")
-    environ = {"BUILDER_NETRC": str(netrc), "HF_TOKEN": "hf_SECRET"}
-    text = render_fanout(m, m.cells, "bake", environ)
+    settings = Settings(netrc=netrc, hf_token="hf_SECRET")
+    text = render_fanout(m, m.cells, "bake", settings)
     target = json.loads(text)["target"][bake_target_name(m.cells[0].id)]
     assert target["secret"] == [
         f"type=file,id=cacert,src={tmp_path / 'corp-ca.pem'}",
@@ -141,11 +149,11 @@ def test_bake_secrets_are_the_template_s_files_by_path_never_their_contents(
     assert "SECRET" not in text  # the HF token is not used by the Dockerfile; no contents
 
 
-def test_a_missing_secret_file_is_left_out(tmp_path: Path) -> None:
+def test_a_secret_that_is_not_configured_is_left_out(tmp_path: Path) -> None:
     path = tmp_path / "matrix.yaml"
     path.write_text(MATRIX.format(gpu="none").replace("indexes:\n  ca_bundle: corp-ca.pem\n", ""))
     m = parse_matrix(path.read_text(), path)
-    bake = bake_file(m, m.cells, {"BUILDER_NETRC": str(tmp_path / "absent")})
+    bake = bake_file(m, m.cells, Settings())
     assert all(t["secret"] == [] for t in bake["target"].values())
 
 
@@ -159,3 +167,38 @@ def test_the_matrix_command_prints_each_format(tmp_path: Path) -> None:
     assert [row["cell"] for row in json.loads(done.out)["include"]] == [
         c.id for c in m.cells if c.id.startswith("cpu-")
     ]
+
+
+def wide_matrix(tmp_path: Path, torches: int) -> Path:
+    """One base and `torches` torch versions: that many cells."""
+    versions = ", ".join(f'"2.{i}.0"' for i in range(torches))
+    path = tmp_path / "matrix.yaml"
+    path.write_text(
+        "version: 1\nbases:\n  cpu: {image: python, python: '3.11'}\n"
+        f"axes:\n  base: [cpu]\n  torch: [{versions}]\n"
+    )
+    return path
+
+
+def test_a_github_matrix_past_256_jobs_is_refused_naming_the_count_and_the_limit(
+    tmp_path: Path,
+) -> None:
+    path = wide_matrix(tmp_path, MAX_GITHUB_JOBS + 1)
+    m = parse_matrix(path.read_text(), path)
+    with pytest.raises(InputError) as caught:
+        github_matrix(m, m.cells)
+    assert "257 cells" in caught.value.message and "256" in caught.value.message
+    assert "--cell" in (caught.value.hint or "")
+    assert len(github_matrix(m, m.cells[:MAX_GITHUB_JOBS])["include"]) == MAX_GITHUB_JOBS
+
+
+def test_the_matrix_command_exits_2_for_too_many_github_jobs_and_a_glob_splits_them(
+    tmp_path: Path,
+) -> None:
+    path = wide_matrix(tmp_path, 300)
+    done = run_cli("matrix", "-m", str(path), "--format", "github")
+    assert (done.code, done.out) == (2, "")
+    assert "300 cells" in done.err and "--cell" in done.err and "Traceback" not in done.err
+    done = run_cli("matrix", "-m", str(path), "--format", "github", "--cell", "cpu.torch-2.1*")
+    assert done.code == 0, done.err
+    assert len(json.loads(done.out)["include"]) == 111  # 2.1.0 and 2.10.0 to 2.199.0

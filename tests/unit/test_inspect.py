@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from builder.cli import main
 from builder.inspect import load_probe, render_text
 from builder.resources import data_dir
+from tests.conftest import FIXTURES, copy_fixture, run_cli
 
 PROBE_FILE = data_dir("validate") / "model_dir.py"
 probe = load_probe("model_dir")
@@ -450,3 +452,87 @@ def test_the_inspect_command_exits_2_for_a_missing_directory(
 def test_the_probe_is_found_in_the_checkout_next_to_the_package() -> None:
     assert data_dir("validate") == Path(__file__).resolve().parents[2] / "validate"
     assert PROBE_FILE.is_file()
+
+
+# --- bad model files: a finding naming the file, never a crash, a hang or non-JSON output -------
+
+INSPECT_BAD = FIXTURES / "inspect_bad"
+VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
+TRANSFORMER_INDEX = "transformer/diffusion_pytorch_model.safetensors.index.json"
+
+
+def refuse_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def inspect_json(model: Path) -> tuple[int, dict[str, Any]]:
+    done = run_cli("inspect", str(model), "--format", "json", timeout=120)
+    assert "Traceback" not in done.err, done.err
+    answer: dict[str, Any] = json.loads(done.out, parse_constant=refuse_constant)
+    return done.code, answer
+
+
+def errors_of(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    findings = answer["details"]["findings"]
+    return [(f["path"], f["message"]) for f in findings if f["level"] == "error"]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "message"),
+    [
+        ("truncated_index", TRANSFORMER_INDEX, "not valid JSON: Unterminated string"),
+        ("list_index", TRANSFORMER_INDEX, "not a JSON object"),
+        ("list_model_index", "model_index.json", "not a JSON object"),
+        ("infinite_boundary_ratio", "model_index.json", "not valid JSON: Infinity"),
+        ("negative_shape", VAE_WEIGHTS, "tensor 'w': shape [-4, 4] is not"),
+        ("huge_shape", VAE_WEIGHTS, "tensor 'w': shape [34359738368, 34359738368] has more"),
+        ("offsets_past_the_end", VAE_WEIGHTS, "tensor 'w': data_offsets [0, 4096] are not"),
+        ("truncated_safetensors", VAE_WEIGHTS, "header length 4096 exceeds the file"),
+        ("header_not_json", VAE_WEIGHTS, "header is not valid JSON"),
+        ("non_utf8_json", "vae/config.json", "not UTF-8"),
+    ],
+)
+def test_a_bad_model_file_is_an_error_finding_naming_it_and_exit_1(
+    case: str, path: str, message: str
+) -> None:
+    code, answer = inspect_json(INSPECT_BAD / case)
+    assert code == 1
+    assert any(where == path and message in text for where, text in errors_of(answer)), answer
+    assert answer["reason"].startswith(f"{len(errors_of(answer))} problem(s)")
+
+
+def test_a_fifo_named_like_weights_is_a_finding_not_a_hang(tmp_path: Path) -> None:
+    model = copy_fixture("inspect_bad/negative_shape", tmp_path / "model")
+    (model / VAE_WEIGHTS).unlink()
+    os.mkfifo(model / VAE_WEIGHTS)
+    code, answer = inspect_json(model)
+    assert (code, errors_of(answer)) == (
+        1,
+        [(VAE_WEIGHTS, "unreadable weights: not a regular file")],
+    )
+
+
+def test_a_fifo_named_like_a_config_is_a_finding_not_a_hang(tmp_path: Path) -> None:
+    model = copy_fixture("inspect_bad/negative_shape", tmp_path / "model")
+    write_safetensors(model / VAE_WEIGHTS, VAE)
+    (model / "vae" / "config.json").unlink()
+    os.mkfifo(model / "vae" / "config.json")
+    code, answer = inspect_json(model)
+    assert (code, errors_of(answer)) == (
+        1,
+        [("vae/config.json", "unreadable: not a regular file")],
+    )
+
+
+def test_an_infinite_gpu_memory_is_exit_2_naming_the_option(tmp_path: Path) -> None:
+    done = run_cli("inspect", str(diffusers_model(tmp_path)), "--gpu-memory-gb", "inf")
+    assert done.code == 2
+    assert "--gpu-memory-gb inf: not a finite number" in done.err
+    assert "Traceback" not in done.err
+
+
+def test_the_probe_refuses_a_non_finite_gpu_memory_in_its_options(tmp_path: Path) -> None:
+    model = diffusers_model(tmp_path / "model")
+    code, answer = run_probe(tmp_path, {"model_dir": str(model), "min_gpu_memory_gb": math.inf})
+    assert (code, answer["status"]) == (1, "error")
+    assert answer["reason"] == "min_gpu_memory_gb: not a finite positive number: inf"

@@ -10,6 +10,7 @@ import pytest
 
 from builder import lock
 from builder.errors import InputError
+from builder.files import write_atomic
 from builder.lock import (
     LockResult,
     diff_locks,
@@ -21,10 +22,11 @@ from builder.lock import (
     read_lock,
     require_fresh,
     stale_reason,
-    write_atomic,
 )
 from builder.log import Log
 from builder.matrix import parse_matrix
+from builder.settings import Settings
+from tests.conftest import run_cli
 
 MATRIX = """version: 1
 bases:
@@ -74,7 +76,8 @@ def test_a_lock_written_for_the_current_inputs_is_fresh(tmp_path: Path) -> None:
     matrix = matrix_at(tmp_path)
     cell = matrix.cells[0]
     write_atomic(
-        lock_path(matrix, cell), header(matrix.path, cell, inputs_digest(cell, "uv"), "uv") + NEW
+        lock_path(matrix, cell),
+        header(matrix.path, cell, inputs_digest(cell, "uv"), "uv", NEW) + NEW,
     )
     assert stale_reason(matrix, cell) is None
     assert read_lock(lock_path(matrix, cell)).inputs_sha256 == inputs_digest(cell, "uv")
@@ -84,7 +87,8 @@ def test_changing_a_requirement_makes_the_lock_stale(tmp_path: Path) -> None:
     matrix = matrix_at(tmp_path)
     cell = matrix.cells[0]
     write_atomic(
-        lock_path(matrix, cell), header(matrix.path, cell, inputs_digest(cell, "uv"), "uv") + NEW
+        lock_path(matrix, cell),
+        header(matrix.path, cell, inputs_digest(cell, "uv"), "uv", NEW) + NEW,
     )
     bumped = matrix_at(tmp_path, MATRIX.replace("numpy<2", "numpy<2.1"))
     assert "is stale" in stale_reason(bumped, bumped.cells[0])
@@ -129,10 +133,76 @@ def test_cells_lock_side_by_side_and_keep_their_order(
     matrix = matrix_at(tmp_path, MATRIX.replace('six: ["1.16.0"]', 'six: ["1.16.0", "1.17.0"]'))
     both_running = threading.Barrier(2, timeout=30)  # breaks, failing the test, if run in turn
 
-    def fake_lock_cell(matrix: Any, cell: Any, environ: Any, **_: Any) -> LockResult:
+    def fake_lock_cell(matrix: Any, cell: Any, settings: Any, **_: Any) -> LockResult:
         both_running.wait()
         return LockResult(cell.id, lock_path(matrix, cell), ok=True)
 
     monkeypatch.setattr(lock, "lock_cell", fake_lock_cell)
-    results = lock.lock_cells(matrix, matrix.cells, {}, Log(verbosity=-1), jobs=2)
+    results = lock.lock_cells(matrix, matrix.cells, Settings(), Log(verbosity=-1), jobs=2)
     assert [r.cell_id for r in results] == [c.id for c in matrix.cells]
+
+
+def fresh_lock(matrix: Any, body: str = NEW) -> Path:
+    cell = matrix.cells[0]
+    path = lock_path(matrix, cell)
+    write_atomic(path, header(matrix.path, cell, inputs_digest(cell, "uv"), "uv", body) + body)
+    return path
+
+
+def test_a_lock_body_edited_by_hand_is_refused_naming_the_file(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    path = fresh_lock(matrix)
+    path.write_text(path.read_text().replace("numpy==1.26.4", "numpy==1.26.0"))
+    with pytest.raises(InputError, match="edited by hand") as caught:
+        require_fresh(matrix, matrix.cells)
+    assert str(path) in caught.value.message
+
+
+def test_a_tampered_hash_under_a_kept_header_is_refused(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    path = fresh_lock(matrix)
+    path.write_text(path.read_text().replace("c" * 64, "e" * 64))
+    assert "edited by hand" in (stale_reason(matrix, matrix.cells[0]) or "")
+
+
+def test_an_unknown_upgrade_package_is_bad_input(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    fresh_lock(matrix)
+    done = run_cli("lock", "-m", str(matrix.path), "--upgrade-package", "nosuchpkg")
+    assert done.code == 2, done.err
+    assert "--upgrade-package nosuchpkg" in done.err and "Traceback" not in done.err
+
+
+@pytest.mark.parametrize("kind", ["lock-is-a-directory", "lock-not-utf8", "constraints-is-a-file"])
+def test_a_lock_that_cannot_be_read_or_written_is_exit_2_naming_it(
+    tmp_path: Path, kind: str
+) -> None:
+    matrix = matrix_at(tmp_path)
+    path = lock_path(matrix, matrix.cells[0])
+    if kind == "lock-is-a-directory":
+        path.mkdir(parents=True)
+    elif kind == "lock-not-utf8":
+        path.parent.mkdir()
+        path.write_bytes(b"# header\nsix==1.16.0 \xff\n")
+    else:
+        path.parent.write_text("not a directory")
+    done = run_cli("lock", "-m", str(matrix.path), env={"PATH": "/nonexistent"})
+    assert done.code == 2, done.err
+    assert str(path if kind != "constraints-is-a-file" else path.parent) in done.err
+    assert "Traceback" not in done.err and "internal error" not in done.err
+
+
+def test_one_cells_crash_is_that_cells_error_and_the_others_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = matrix_at(tmp_path, MATRIX.replace('six: ["1.16.0"]', 'six: ["1.16.0", "1.17.0"]'))
+
+    def fake_lock_cell(matrix: Any, cell: Any, settings: Any, **_: Any) -> LockResult:
+        if cell.id.endswith("1.16.0"):
+            raise TypeError("can only concatenate str (not 'NoneType') to str")
+        return LockResult(cell.id, lock_path(matrix, cell), ok=True)
+
+    monkeypatch.setattr(lock, "lock_cell", fake_lock_cell)
+    first, second = lock.lock_cells(matrix, matrix.cells, Settings(), Log(verbosity=-1), jobs=2)
+    assert not first.ok and first.error and "internal error" in first.error
+    assert second.ok

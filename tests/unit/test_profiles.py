@@ -167,6 +167,47 @@ def test_profile_problems_are_located_by_line_column_and_field(
     assert path.name in error.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: p\nsource: !foo s\n", "p.yaml:2:9: source: YAML tag !foo is not supported"),
+        (
+            "name: p\nsource: s\nimports: &i [torch, *i]\n",
+            "p.yaml:3:21: imports[1]: YAML alias *i is inside the value it names",
+        ),
+        (
+            "name: p\nsource: s\nknown_bad:\n  - {<<: {when: {}}, reason: r, source: s}\n",
+            "p.yaml:4:6: known_bad[0]: YAML merge keys (<<) are not supported",
+        ),
+        (
+            "name: p\nsource: s\nmin_gpu_memory_gb: !!float x\n",
+            "p.yaml:3:20: min_gpu_memory_gb: 'x' is not a valid !!float",
+        ),
+        (
+            "name: p\nsource: s\nmin_gpu_memory_gb: .inf\n",
+            "p.yaml:3:20: min_gpu_memory_gb: expected a finite number",
+        ),
+    ],
+)
+def test_a_profile_with_a_refused_yaml_feature_is_a_located_input_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    write(tmp_path, "p", text)
+    with pytest.raises(InputError) as error:
+        load_profiles([tmp_path])
+    assert f"{tmp_path / message}" in error.value.message
+
+
+def test_a_profile_may_alias_a_value_it_states_once(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p",
+        "name: p\nsource: &src s\nimports: [torch]\nrequirements:\n"
+        "  - {requirement: torch, source: *src}\n",
+    )
+    assert load_profiles([tmp_path])["p"].rule("torch").source == "s"  # type: ignore[union-attr]
+
+
 def test_an_extends_cycle_is_named(tmp_path: Path) -> None:
     write(tmp_path, "a", "name: a\nextends: b\nsource: s\n")
     write(tmp_path, "b", "name: b\nextends: a\nsource: s\n")

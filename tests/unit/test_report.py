@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from builder.report import (
     run_report,
     validate_report,
 )
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, Run, run_cli
 
 FIXTURE = FIXTURES / "reports" / "report.json"
 Report = dict[str, Any]
@@ -542,9 +545,126 @@ def test_the_report_command_exits_2_for_an_invalid_report(tmp_path: Path) -> Non
     assert "bad.json: $.cells[0].cache.hit: 'yes' is not of type 'boolean'" in done.err
 
 
-def test_the_step_summary_is_appended_only_under_github_actions(tmp_path: Path) -> None:
+def test_the_step_summary_is_appended_only_when_there_is_a_summary_file(tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
-    assert append_step_summary(fixture(), {"GITHUB_STEP_SUMMARY": str(summary)})
+    assert append_step_summary(fixture(), summary)
     assert summary.read_text().startswith("earlier step\n## builder compatibility report")
-    assert not append_step_summary(fixture(), {})
+    assert not append_step_summary(fixture(), None)
+
+
+# ---------------------------------------------------------------- bad input (fixtures in reports/bad)
+
+
+BAD = FIXTURES / "reports" / "bad"
+
+
+def assert_refused(done: Any, *fragments: str) -> None:
+    """Exit 2, one message naming what is wrong, no traceback, nothing on stdout."""
+    assert done.code == 2, done.err
+    assert "Traceback" not in done.err and done.out == ""
+    for fragment in fragments:
+        assert fragment in done.err
+
+
+def test_an_impossible_date_is_refused_on_load_naming_the_file_and_field(tmp_path: Path) -> None:
+    bad, out = BAD / "impossible_date.json", tmp_path / "all.json"
+    done = run_cli("report", "--merge", str(FIXTURE), str(bad), "-o", str(out))
+    assert_refused(done, f"{bad}: $.run.started: '2025-99-99T00:00:00+00:00' is not a 'date-time'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_impossible_date_in_a_cache_timestamp_is_refused_too() -> None:
+    report = fixture()
+    report["cells"][0]["cache"]["stored"] = "2025-02-29T10:00:00Z"
+    with pytest.raises(
+        InputError, match=r"x: \$\.cells\[0\]\.cache\.stored: .*day is out of range"
+    ):
+        validate_report(report, "x")
+
+
+def test_a_report_nested_100k_deep_is_refused_as_nested_too_deeply(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert_refused(run_cli("report", "--merge", str(path)), f"{path}: nested too deeply")
+
+
+def test_probe_details_nested_too_deep_to_render_are_refused_by_json_path(tmp_path: Path) -> None:
+    report = json.loads(FIXTURE.read_text())
+    report["cells"][1]["probes"][0]["details"] = json.loads('{"a": ' * 500 + "1" + "}" * 500)
+    path = write(tmp_path / "deep.json", report)
+    done = run_cli("report", str(path), "--format", "html")
+    assert_refused(done, f"{path}: $.cells[1].probes[0].details.a.a.a", "nested too deeply")
+
+
+def test_a_cell_id_twice_in_one_report_is_refused_naming_both_positions() -> None:
+    bad = BAD / "duplicate_cell.json"
+    cell_id = json.loads(bad.read_text())["cells"][3]["id"]
+    done = run_cli("report", str(bad))
+    assert_refused(done, f"{bad}: $.cells[7].id: {cell_id!r} is already the id of $.cells[3]")
+
+
+def test_a_report_that_is_not_utf8_is_refused_naming_the_byte() -> None:
+    bad = BAD / "not_utf8.json"
+    assert_refused(run_cli("report", str(bad)), f"{bad}: cannot read report: not UTF-8 (byte")
+
+
+def test_a_report_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=f"{tmp_path}: cannot read report: not a regular file"):
+        load_report(tmp_path)
+
+
+def test_a_report_path_that_is_a_fifo_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    argv = [sys.executable, "-m", "builder", "report", str(fifo)]
+    # A timeout, not a sleep: reading the FIFO would block until a writer came.
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert_refused(
+        Run(done.returncode, done.stdout, done.stderr), f"{fifo}: cannot read report: not a regular"
+    )
+
+
+def test_rendering_a_report_writes_nothing_but_the_output_file(tmp_path: Path) -> None:
+    for fmt in ("md", "html", "junit", "json"):
+        done = run_cli("report", str(FIXTURE), "--format", fmt, "-o", f"out.{fmt}", cwd=tmp_path)
+        assert done.code == 0, done.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"out.{f}" for f in ("html", "json", "junit", "md")
+    ]
+
+
+def test_a_step_summary_that_cannot_be_appended_to_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=f"{tmp_path}: cannot append the job summary"):
+        append_step_summary(fixture(), tmp_path)
+
+
+SECRETS = ("s3cret-pass", "abc.def.ghi", "tok-123", "hf_" + "A" * 34)
+
+
+def leaky() -> Report:
+    """The fixture with credentials in a log tail, probe evidence, a reason and the command."""
+    report = fixture()
+    report["run"]["command"] = (
+        "builder validate --index-url https://me:s3cret-pass@pypi.example/simple"
+    )
+    failed = by_id(report, "transformers-4.47.0.diffusers-0.31.0")
+    failed["build"]["log_tail"] += "\n#9 GET /simple/torch/ Authorization: Bearer abc.def.ghi\n"
+    failed["reason"] = "download failed: https://files.example/x.whl?token=tok-123"
+    failing = by_id(report, "transformers-4.47.0.diffusers-0.35.1")
+    failing["probes"][0]["evidence"] = f"OSError: 401 for HF_TOKEN={SECRETS[3]}"
+    return validate_report(report, "leaky")
+
+
+def test_no_format_shows_credentials_from_logs_evidence_or_urls() -> None:
+    report = leaky()
+    outputs = [render(report, fmt) for fmt in ("md", "html", "junit", "json")]
+    outputs += [render_diff(diff_reports(fixture(), report), fmt) for fmt in ("md", "json")]
+    for text in outputs:
+        assert not [s for s in SECRETS if s in text]
+    html_page = render_html(report)
+    assert "https://***@pypi.example/simple" in html_page
+    assert "Authorization: ***" in html_page and "token=***" in html_page
+    assert report["run"]["command"].endswith("me:s3cret-pass@pypi.example/simple")  # data kept

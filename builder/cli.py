@@ -302,8 +302,8 @@ def validate(
 ) -> int:
     """Lock (if missing), check, build and probe each cell; write DIR/report.json."""
     from builder.matrix import load_matrix, select_cells
-    from builder.validate import ValidateOptions
-    from builder.validate import validate as run_validate
+    from builder.pipeline import ValidateOptions
+    from builder.pipeline import validate as run_validate
 
     settings = _settings(ctx)
     matrix = load_matrix(matrix_path)
@@ -447,7 +447,7 @@ def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
 
     Exits 1 when files are missing or the weights do not fit the given GPU memory.
     """
-    from builder.inspect import run_inspect
+    from builder.modeldir import run_inspect
 
     output, code = run_inspect(model_dir, fmt, gpu_memory_gb)
     click.echo(output)

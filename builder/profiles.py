@@ -1,8 +1,8 @@
 """Model requirement profiles: what a model's code needs, each rule with its source.
 
-A profile is a YAML file `<name>.yaml`. Profiles ship in `builder/profiles/`; a matrix adds its
+A profile is a YAML file `<name>.yaml`. Profiles ship in `builder/data/profiles/`; a matrix adds its
 own from the directories in `profile_paths` (a user profile with the name of a shipped one
-replaces it). The format (also in `builder/profiles/README.md`):
+replaces it). The format (also in `builder/data/profiles/README.md`):
 
     name: wan2.2                   # required; equals the file name without .yaml
     extends: wan2.1                # optional parent; its rules are inherited
@@ -64,7 +64,7 @@ from builder.yamlnodes import (
     suggest,
 )
 
-SHIPPED = Path(__file__).resolve().parent / "profiles"
+SHIPPED = Path(__file__).resolve().parent / "data" / "profiles"
 VARIANTS = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio")
 PROFILE_KEYS = (
     "name",
@@ -83,7 +83,7 @@ PROFILE_KEYS = (
 RULE_KEYS = ("requirement", "source", "optional", "alternatives")
 KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
 SEVERITIES = ("error", "warning", "info")
-HINT = "see builder/profiles/README.md for the profile format"
+HINT = "see builder/data/profiles/README.md for the profile format"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
 _NAME_AND_EXTRAS = re.compile(r"^\s*[A-Za-z0-9._-]+\s*(?:\[[^\]]*\])?\s*")
@@ -514,7 +514,7 @@ def _matrix_position(path: Path, name: str) -> str:
 
 
 def probe_requirements(matrix: Matrix, cell: Cell, probe: str) -> dict[str, Any]:
-    """What the cell's profiles ask of one probe's options (`builder.validate` merges these):
+    """What the cell's profiles ask of one probe's options (`builder.pipeline` merges these):
     `imports` gets the modules, `generate` the variants, `model-dir` the GPU memory."""
     profiles = profiles_for(matrix, cell)
     if probe == "imports":

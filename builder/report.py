@@ -70,10 +70,10 @@ def load_report(path: Path) -> Report:
         raise InputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise InputError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
-    return validate_report(data, str(path))
+    return parse_report(data, str(path))
 
 
-def validate_report(data: Any, source: str) -> Report:
+def parse_report(data: Any, source: str) -> Report:
     """Check `data` against the schema; return it normalized (summary recomputed)."""
     version = data.get("schema_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version != SCHEMA_VERSION:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from builder.cli import main
-from builder.inspect import load_probe, render_text
+from builder.modeldir import load_probe, render_text
 from builder.resources import data_dir
 from tests.conftest import FIXTURES, copy_fixture, run_cli
 

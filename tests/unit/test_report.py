@@ -32,7 +32,7 @@ from builder.report import (
     render_markdown,
     report_schema,
     run_report,
-    validate_report,
+    parse_report,
 )
 from tests.conftest import FIXTURES, Run, run_cli
 
@@ -81,7 +81,7 @@ def synthetic(bases: int, pin_sets: int) -> Report:
             cell["cache"]["hit"] = (b * pin_sets + p) % 3 == 0
             cells.append(cell)
     report["cells"] = cells
-    return validate_report(report, "synthetic")
+    return parse_report(report, "synthetic")
 
 
 # ---------------------------------------------------------------- loading and the schema
@@ -366,7 +366,7 @@ def test_the_extra_fields_validate_writes_are_accepted_and_rendered() -> None:
     cell["requirements"], cell["profiles"] = ["numpy<2"], ["wan2.2-s2v"]
     cell["build"] |= {"cell_id": cell["id"], "lock_sha256": None}
     cell["check"]["id"] = cell["id"]
-    checked = validate_report(report, "extras")
+    checked = parse_report(report, "extras")
     for fmt in ("md", "html", "junit", "json"):
         assert render(checked, fmt)
 
@@ -390,7 +390,7 @@ def changed_run() -> tuple[Report, Report]:
     added = copy.deepcopy(gone)
     added["id"] = gone["id"].replace("0.35.1", "0.36.0")
     new["cells"].append(added)
-    return old, validate_report(new, "new")
+    return old, parse_report(new, "new")
 
 
 def test_the_diff_lists_new_failures_first() -> None:
@@ -415,7 +415,7 @@ def test_a_probe_that_passed_and_now_fails_is_a_regression_even_in_a_failing_cel
     old = fixture()
     new = copy.deepcopy(old)
     by_id(new, "4.47.0.diffusers-0.35.1")["probes"][1]["status"] = "error"
-    (change,) = diff_reports(old, validate_report(new, "new")).changes
+    (change,) = diff_reports(old, parse_report(new, "new")).changes
     assert change.kind == "regressed" and change.old == change.new == "fail"
 
 
@@ -423,7 +423,7 @@ def test_pins_come_from_the_lock_diff_when_the_old_run_had_no_lock() -> None:
     old = fixture()
     new = copy.deepcopy(old)
     by_id(old, "4.47.0.diffusers-0.31.0")["lock"] = None
-    (change,) = diff_reports(validate_report(old, "old"), validate_report(new, "new")).changes
+    (change,) = diff_reports(parse_report(old, "old"), parse_report(new, "new")).changes
     assert change.pins == (("easydict", None, "1.13"), ("ftfy", "6.2.3", None))
 
 
@@ -470,7 +470,7 @@ def parts() -> list[tuple[str, Report]]:
     a["run"].update(started="2025-06-02T10:00:00Z", finished="2025-06-02T10:20:00+00:00")
     b["run"].update(started="2025-06-02T09:59:00+00:00", finished="2025-06-02T10:30:00Z")
     b["cells"][0]["reason"] = "from b"
-    return [("a.json", validate_report(a, "a")), ("b.json", validate_report(b, "b"))]
+    return [("a.json", parse_report(a, "a")), ("b.json", parse_report(b, "b"))]
 
 
 def test_merge_concatenates_cells_and_spans_the_runs() -> None:
@@ -580,7 +580,7 @@ def test_an_impossible_date_in_a_cache_timestamp_is_refused_too() -> None:
     with pytest.raises(
         InputError, match=r"x: \$\.cells\[0\]\.cache\.stored: .*day is out of range"
     ):
-        validate_report(report, "x")
+        parse_report(report, "x")
 
 
 def test_a_report_nested_100k_deep_is_refused_as_nested_too_deeply(tmp_path: Path) -> None:
@@ -655,7 +655,7 @@ def leaky() -> Report:
     failed["reason"] = "download failed: https://files.example/x.whl?token=tok-123"
     failing = by_id(report, "transformers-4.47.0.diffusers-0.35.1")
     failing["probes"][0]["evidence"] = f"OSError: 401 for HF_TOKEN={SECRETS[3]}"
-    return validate_report(report, "leaky")
+    return parse_report(report, "leaky")
 
 
 def test_no_format_shows_credentials_from_logs_evidence_or_urls() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from builder.log import Log
 from builder.matrix import load_matrix
 from builder.settings import Settings
-from builder.validate import Session, ValidateOptions, cache_key
+from builder.pipeline import Session, ValidateOptions, cache_key
 
 MATRIX = """version: 1
 bases:

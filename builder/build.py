@@ -10,46 +10,17 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from builder import proc
 from builder.engine import Engine, EngineFailure
 from builder.lock import require_fresh
 from builder.log import Log
 from builder.matrix import Cell, Matrix
-from builder.render import Rendered, render_cell
+from builder.records import BuildRecord
+from builder.render import Rendered, image_tag, render_cell
 from builder.settings import Settings
-
-DEFAULT_REPOSITORY = "builder/cells"
-
-
-@dataclass(frozen=True, kw_only=True)
-class BuildRecord:
-    """What one cell's build left: the report's build section."""
-
-    cell_id: str
-    tag: str
-    ok: bool
-    seconds: float
-    image_id: str | None = None
-    size: int | None = None
-    digest: str | None = None
-    log: str | None = None
-    log_tail: str = ""
-    cached_steps: int = 0
-    total_steps: int = 0
-    lock_sha256: str | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def image_tag(cell: Cell, registry: str | None) -> str:
-    """`<registry repository>:<cell-id>`; the cell id is already a valid tag."""
-    return f"{registry or DEFAULT_REPOSITORY}:{cell.id}"
 
 
 @contextmanager

@@ -22,11 +22,11 @@ from typing import Any
 
 from builder.errors import InputError
 from builder.files import read_text, write_atomic
-from builder.report import schema_problems, validate_cell_record
+from builder.records import Status, schema_problems, validate_cell_record
 
 VERSION = 1
 SKIP_PARTS = ("wheelhouse",)  # wheel bytes are pinned by the lock's hashes already
-CACHED = ("pass", "fail", "skipped")  # an error says nothing about the image: it is re-run
+CACHED = (Status.PASS, Status.FAIL, Status.SKIPPED)  # errors say nothing of the image: re-run
 
 
 def tree_digest(root: Path) -> str:

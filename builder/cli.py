@@ -14,13 +14,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from builder import __version__, errors
 from builder.log import Log, from_env
 from builder.settings import Settings, from_environ
+
+if TYPE_CHECKING:
+    from builder.lock import Resolver
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,7 +182,6 @@ def lock(
     fmt: str,
 ) -> int:
     """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
-    from builder.engine import DockerEngine
     from builder.lock import lock_cells
     from builder.matrix import load_matrix, select_cells
 
@@ -187,17 +189,14 @@ def lock(
         raise errors.InputError("--upgrade and --upgrade-package exclude each other")
     matrix = load_matrix(matrix_path)
     selected = select_cells(matrix, cells)
-    settings = _settings(ctx)
-    engine = DockerEngine(settings, _log(ctx), builds=False) if resolver == "pip-tools" else None
     results = lock_cells(
         matrix,
         selected,
-        settings,
+        _settings(ctx),
         _log(ctx),
         upgrade=upgrade,
         upgrade_packages=upgrade_packages,
-        resolver=resolver,
-        engine=engine,
+        resolver=_resolver(ctx, resolver),
         jobs=jobs,
     )
     if fmt == "json":
@@ -206,6 +205,18 @@ def lock(
         for result in results:
             click.echo(result.summary())
     return errors.OK if all(r.ok for r in results) else errors.CELLS_FAILED
+
+
+def _resolver(ctx: click.Context, name: str) -> Resolver:
+    """`--resolver`, built once: uv on the host, or pip-tools in containers of a Docker
+    engine that only runs containers (no builds)."""
+    from builder.engine import DockerEngine
+    from builder.lock import UV
+    from builder.piptools import PipToolsResolver
+
+    if name == "uv":
+        return UV
+    return PipToolsResolver(DockerEngine(_settings(ctx), _log(ctx), builds=False))
 
 
 @cli.command(epilog=EXIT_CODES)

@@ -242,7 +242,8 @@ class DockerEngine:
                     raise
                 container.kill()
                 timed_out, code = True, None
-            state = self.client.api.inspect_container(container.id)["State"]
+            container.reload()
+            state = container.attrs["State"]
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
             stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
             return RunOutcome(
@@ -257,7 +258,7 @@ class DockerEngine:
             container.remove(force=True)
 
     def inspect(self, image: str) -> dict[str, Any]:
-        attrs: dict[str, Any] = self.client.api.inspect_image(image)
+        attrs: dict[str, Any] = self.client.images.get(image).attrs
         return attrs
 
     def push(self, tag: str, log_path: Path) -> str:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from builder.build import image_tag
 from builder.errors import InputError
 from builder.lock import lock_path, read_lock
 from builder.matrix import Cell, Matrix
-from builder.render import labels
+from builder.render import image_tag, labels
 from builder.settings import Settings
 
 CONTEXT_DIR = "build"  # where `builder render` writes the contexts (its default -o)
@@ -59,15 +57,11 @@ def bake_target_name(cell_id: str) -> str:
     return _BAKE_NAME.sub("_", cell_id)
 
 
-def secret_sources(cell: Cell, settings: Settings) -> dict[str, Path]:
-    """The secrets the Dockerfile template mounts (cacert, netrc), by file, as `build` finds
-    them. Paths only: `type=env` would make the variable's value the secret, not its file."""
-    return settings.secret_files(cell.indexes.ca_bundle)
-
-
 def bake_target(matrix: Matrix, cell: Cell, settings: Settings) -> dict[str, Any]:
+    """One cell's Bake target. Its secrets (cacert, netrc) are files, as `build` mounts them:
+    `type=env` would make the variable's value the secret, not its file."""
     lock = read_lock(lock_path(matrix, cell))
-    secrets = secret_sources(cell, settings)
+    secrets = settings.secret_files(cell.indexes.ca_bundle)
     return {
         "context": f"{CONTEXT_DIR}/{cell.id}",
         "dockerfile": "Dockerfile",

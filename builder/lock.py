@@ -5,6 +5,9 @@ header that records the command that regenerates it and a digest of the cell's i
 stale lock is detected. Packages the base image already carries (`preinstalled`) are isolated,
 not pinned: the image's virtual environment does not see the base's site-packages, so the lock
 alone decides what is installed and `lock-match` can hold the image to it exactly.
+
+A `Resolver` writes the body: `UvResolver` here, `piptools.PipToolsResolver` in containers;
+the CLI builds one and passes it down, and its name goes into the header.
 """
 
 from __future__ import annotations
@@ -18,28 +21,23 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 from packaging.utils import canonicalize_name
 
 from builder import __version__, proc
-from builder.engine import Engine
 from builder.errors import InputError
 from builder.files import ensure_dir, read_text, write_atomic
 from builder.log import Log
 from builder.matrix import Cell, Matrix
+from builder.platforms import PLATFORMS
 from builder.settings import Settings
 
 ISOLATION = "isolated"  # how preinstalled packages of the base are treated; reports say so
-_PLATFORM_TAGS = {
-    "linux/amd64": "x86_64-manylinux_2_28",
-    "linux/arm64": "aarch64-manylinux_2_28",
-    "linux/arm64/v8": "aarch64-manylinux_2_28",
-    "linux/ppc64le": "powerpc64le-unknown-linux-gnu",
-    "linux/s390x": "s390x-unknown-linux-gnu",
-}
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s\\;]+)")
 _DIGEST_LINE = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.M)
 _BODY_LINE = re.compile(r"^# body-sha256: ([0-9a-f]{64})$", re.M)
+_RESOLVER_LINE = re.compile(r"^# resolver: ([^;\s]+);", re.M)
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class LockFile:
     header: str
     inputs_sha256: str | None
     body_sha256: str | None = None  # what the header says the body's digest is
+    resolver: str = "uv"  # the name of the resolver that wrote it (older locks: uv)
 
     @property
     def sha256(self) -> str:
@@ -141,7 +140,7 @@ def lock_path(matrix: Matrix, cell: Cell) -> Path:
 
 
 def python_platform(cell: Cell) -> str:
-    return _PLATFORM_TAGS[cell.base.platform]
+    return PLATFORMS[cell.base.platform].uv_tag
 
 
 def parse_lock(text: str) -> list[Locked]:
@@ -176,7 +175,14 @@ def read_lock(path: Path) -> LockFile | None:
     count = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
     header = "".join(lines[:count])
     inputs, body = _DIGEST_LINE.search(header), _BODY_LINE.search(header)
-    return LockFile(text, header, inputs[1] if inputs else None, body[1] if body else None)
+    resolver = _RESOLVER_LINE.search(header)
+    return LockFile(
+        text,
+        header,
+        inputs[1] if inputs else None,
+        body[1] if body else None,
+        resolver[1] if resolver else "uv",
+    )
 
 
 def inputs_digest(cell: Cell, resolver: str) -> str:
@@ -224,8 +230,7 @@ def stale_reason(matrix: Matrix, cell: Cell) -> str | None:
             if lock.body_sha256
             else f"{path} has no body-sha256 header (written by an older builder)"
         )
-    resolver = "pip-tools" if "# resolver: pip-tools" in lock.header else "uv"
-    if lock.inputs_sha256 != inputs_digest(cell, resolver):
+    if lock.inputs_sha256 != inputs_digest(cell, lock.resolver):
         return f"{path} is stale: the cell's requirements, pins, indexes or base changed"
     return None
 
@@ -255,7 +260,7 @@ def diff_locks(old: str | None, new: str) -> LockDiff:
     )
 
 
-# ---------------------------------------------------------------- resolution with uv
+# ---------------------------------------------------------------- resolvers, and uv's
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,14 +270,76 @@ class Resolution:
     error: str | None = None
 
 
-def index_args(cell: Cell) -> list[str]:
-    """The cell's index, extra indexes and wheelhouses as pip/uv options."""
-    argv = ["--index-url", cell.indexes.index_url] if cell.indexes.index_url else []
-    for url in cell.indexes.extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for wheelhouse in cell.indexes.wheelhouse:
-        argv += ["--find-links", str(wheelhouse)]
-    return argv
+class Resolver(Protocol):
+    """What `lock_cell` resolves a cell with; its name goes into the lock's header (and digest)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def resolve(
+        self,
+        cell: Cell,
+        settings: Settings,
+        *,
+        previous: str | None,
+        upgrade: bool,
+        upgrade_packages: Sequence[str],
+        cancel: threading.Event | None,
+    ) -> Resolution:
+        """The lock body (pins, hashes, notes) for the cell; `previous` pins kept where possible."""
+        ...
+
+
+@dataclass(frozen=True)
+class UvResolver:
+    """uv on the host, resolving for the cell's Python and platform. `check` resolves without
+    hashes (it only reads versions), offline when asked."""
+
+    name: ClassVar[str] = "uv"
+    hashes: bool = True
+    offline: bool = False
+
+    def resolve(
+        self,
+        cell: Cell,
+        settings: Settings,
+        *,
+        previous: str | None = None,
+        upgrade: bool = False,
+        upgrade_packages: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> Resolution:
+        with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
+            work = Path(tmp)
+            (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
+            output = None
+            if previous is not None:
+                output = "previous.txt"
+                (work / output).write_text(previous)
+            argv = uv_command(
+                cell,
+                settings.uv,
+                hashes=self.hashes,
+                upgrade=upgrade,
+                upgrade_packages=upgrade_packages,
+                output=output,
+            )
+            env = uv_env(cell, settings, offline=self.offline)
+            done = proc.run(argv, cwd=work, env=env, cancel=cancel)
+            if done.returncode != 0:
+                return Resolution(ok=False, error=explain_failure(done.stderr))
+            body = (work / output).read_text() if output else done.stdout
+            return Resolution(ok=True, body=body)
+
+
+UV = UvResolver()
+
+
+def resolve_uv(
+    cell: Cell, settings: Settings, *, hashes: bool = True, offline: bool = False
+) -> Resolution:
+    """Resolve a cell from scratch with uv (what `check` asks for)."""
+    return UvResolver(hashes=hashes, offline=offline).resolve(cell, settings)
 
 
 def uv_command(
@@ -298,7 +365,7 @@ def uv_command(
     ]
     if hashes:
         argv.append("--generate-hashes")
-    argv += index_args(cell)
+    argv += cell.indexes.pip_args()
     if upgrade:
         argv.append("--upgrade")
     for name in upgrade_packages:
@@ -306,40 +373,6 @@ def uv_command(
     if output:
         argv += ["--output-file", output]
     return argv
-
-
-def resolve_uv(
-    cell: Cell,
-    settings: Settings,
-    *,
-    hashes: bool = True,
-    previous: str | None = None,
-    upgrade: bool = False,
-    upgrade_packages: Sequence[str] = (),
-    offline: bool = False,
-    cancel: threading.Event | None = None,
-) -> Resolution:
-    """Resolve a cell for its own Python and platform; `previous` pins are kept where possible."""
-    with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
-        work = Path(tmp)
-        (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
-        output = None
-        if previous is not None:
-            output = "previous.txt"
-            (work / output).write_text(previous)
-        argv = uv_command(
-            cell,
-            settings.uv,
-            hashes=hashes,
-            upgrade=upgrade,
-            upgrade_packages=upgrade_packages,
-            output=output,
-        )
-        done = proc.run(argv, cwd=work, env=uv_env(cell, settings, offline=offline), cancel=cancel)
-        if done.returncode != 0:
-            return Resolution(ok=False, error=explain_failure(done.stderr))
-        body = (work / output).read_text() if output else done.stdout
-        return Resolution(ok=True, body=body)
 
 
 def uv_env(cell: Cell, settings: Settings, *, offline: bool = False) -> dict[str, str]:
@@ -381,35 +414,25 @@ def lock_cell(
     *,
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
-    resolver: str = "uv",
-    engine: Engine | None = None,
+    resolver: Resolver = UV,
     cancel: threading.Event | None = None,
 ) -> LockResult:
-    """Lock one cell: resolve, prepend the header, write atomically, diff against the old.
-    The pip-tools resolver runs in a container of `engine`."""
+    """Lock one cell: resolve, prepend the header, write atomically, diff against the old."""
     path = lock_path(matrix, cell)
     old = read_lock(path)
-    previous = None if (old is None or upgrade) else old.text
-    if resolver == "pip-tools":
-        from builder.piptools import resolve_pip_tools
-
-        assert engine is not None, "the pip-tools resolver needs an engine"
-        result = resolve_pip_tools(
-            matrix, cell, settings, engine, previous=previous, upgrade_packages=upgrade_packages
-        )
-    else:
-        result = resolve_uv(
-            cell,
-            settings,
-            previous=previous,
-            upgrade=upgrade,
-            upgrade_packages=upgrade_packages,
-            cancel=cancel,
-        )
+    result = resolver.resolve(
+        cell,
+        settings,
+        previous=None if (old is None or upgrade) else old.text,
+        upgrade=upgrade,
+        upgrade_packages=upgrade_packages,
+        cancel=cancel,
+    )
     if not result.ok:
         return LockResult(cell.id, path, ok=False, error=result.error)
     body = normalize(result.body)
-    text = header(matrix.path, cell, inputs_digest(cell, resolver), resolver, body) + body
+    name = resolver.name
+    text = header(matrix.path, cell, inputs_digest(cell, name), name, body) + body
     changed = old is None or old.text != text
     if changed:
         write_atomic(path, text)
@@ -451,8 +474,7 @@ def lock_cells(
     *,
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
-    resolver: str = "uv",
-    engine: Engine | None = None,
+    resolver: Resolver = UV,
     jobs: int = 1,
 ) -> list[LockResult]:
     """Lock cells, `jobs` at a time; a cell that cannot be resolved (or crashes) never stops
@@ -469,7 +491,6 @@ def lock_cells(
             upgrade=upgrade,
             upgrade_packages=upgrade_packages,
             resolver=resolver,
-            engine=engine,
             cancel=cancel,
         )
         log.info(f"lock {cell.id}: {time.monotonic() - start:.1f}s")

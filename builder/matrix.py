@@ -34,14 +34,19 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import InputError
+from builder.platforms import PLATFORMS
+from builder.resources import PROBES as PROBE_SCRIPTS
 from builder.yamlnodes import (
     UNSAFE,
     Problems,
+    choice,
     compose,
     is_null,
     join,
     kind,
     mapping,
+    marks,
+    optional,
     plain,
     read_file,
     scalar,
@@ -50,11 +55,10 @@ from builder.yamlnodes import (
     suggest,
 )
 
-PROBES = ("imports", "numpy", "pip-check", "lock-match", "cuda", "media", "generate", "model-dir")
+PROBES = tuple(PROBE_SCRIPTS)  # the probe names, in run order
 # Run when a matrix names no probes; `model-dir` needs a `model_dir` option, so it is opt-in.
 DEFAULT_PROBES = PROBES[:-1]
 GPU_MODES = ("required", "optional", "none")
-PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/ppc64le", "linux/s390x")
 # Distributions users pin most; an axis name close to one of these but not equal is a typo.
 WELL_KNOWN = (
     "torch",
@@ -109,7 +113,7 @@ MAX_ID = 120  # characters in a cell id (an image tag may have 128)
 MAX_REFERENCE = 1024  # characters in an image reference; distribution's limits sum to less
 PROBE_OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {"timeout": (int, float), "memory": str}
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.ASCII)
+BASE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.ASCII)
 _DIST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$", re.ASCII)
 _APT = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+:~-]+)?$", re.ASCII)
 _PYTHON = re.compile(r"^3\.\d{1,2}$", re.ASCII)
@@ -117,9 +121,9 @@ _CUDA = re.compile(r"^\d{1,2}\.\d{1,2}(?:\.\d{1,3})?$", re.ASCII)
 # What an index URL may hold: RFC 3986's characters less those a shell reads (it lands
 # unquoted in a RUN line); its structure is then checked by urllib.parse.
 _URL = re.compile(r"^(?:https?|file)://[A-Za-z0-9._~:/@%+,=#!-]+$", re.ASCII)
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
-_MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$", re.ASCII)
-_PROFILE = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
+MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$", re.ASCII)
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$", re.ASCII)
 _ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+", re.ASCII)
 _SPEC_WORDS = (
@@ -170,6 +174,16 @@ class Indexes:
     extra_index_urls: tuple[str, ...] = ()
     wheelhouse: tuple[Path, ...] = ()
     ca_bundle: Path | None = None
+
+    def pip_args(self, wheelhouse: Sequence[str] | None = None) -> list[str]:
+        """These indexes as pip/uv options; `wheelhouse` names the wheelhouses where the
+        resolver sees them (a container's mounts), by default their paths here."""
+        argv = ["--index-url", self.index_url] if self.index_url else []
+        for url in self.extra_index_urls:
+            argv += ["--extra-index-url", url]
+        for path in wheelhouse if wheelhouse is not None else map(str, self.wheelhouse):
+            argv += ["--find-links", path]
+        return argv
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,10 +244,18 @@ class Matrix:
     registry: str | None = None
     runners: tuple[tuple[str, str], ...] = (("cpu", "ubuntu-latest"), ("gpu", "gpu"))
     profile_paths: tuple[Path, ...] = ()
+    profile_marks: tuple[tuple[str, int, int], ...] = ()  # `profiles` entries: (name, line, col)
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    def profile_mark(self, name: str) -> tuple[int, int, str]:
+        """Where the `profiles` list names `name`, as (line, column, field), for messages."""
+        for i, (entry, line, column) in enumerate(self.profile_marks):
+            if entry == name:
+                return line, column, f"profiles[{i}]"
+        return 1, 1, "profiles"
 
     @property
     def constraints_dir(self) -> Path:
@@ -341,26 +363,10 @@ def _base(name: str, node: yaml.Node, where: str, problems: Problems) -> Base | 
             _CUDA,
             'CUDA version (expected like "12.1", or null for CPU)',
         )
-    platform = "linux/amd64"
-    if "platform" in fields:
-        value = scalar(fields["platform"][1], join(where, "platform"), problems)
-        if value is not None and value not in PLATFORMS:
-            problems.add(
-                fields["platform"][1],
-                join(where, "platform"),
-                f"unsupported platform {value!r}{suggest(value, PLATFORMS)}",
-            )
-        platform = value or platform
-    apt = (
-        strings(fields["apt"][1], join(where, "apt"), problems, _APT, "Debian package name")
-        if "apt" in fields
-        else ()
-    )
-    pre = (
-        _preinstalled(fields["preinstalled"][1], join(where, "preinstalled"), problems)
-        if "preinstalled" in fields
-        else ()
-    )
+    platform = optional(fields, "platform", where, problems, choice, list(PLATFORMS), "platform")
+    platform = platform or "linux/amd64"
+    apt = optional(fields, "apt", where, problems, strings, _APT, "Debian package name") or ()
+    pre = optional(fields, "preinstalled", where, problems, _preinstalled) or ()
     if image is None or python is None:
         return None
     return Base(
@@ -381,7 +387,7 @@ def _bases(node: yaml.Node, problems: Problems) -> dict[str, Base | None]:
     if isinstance(node, yaml.MappingNode) and not fields and not node.value:
         problems.add(node, "bases", "at least one base is required")
     for name, (key_node, value_node) in fields.items():
-        if not _NAME.match(name):
+        if not BASE_NAME.match(name):
             problems.add(
                 key_node, join("bases", name), "base names use lowercase letters, digits and '-'"
             )
@@ -654,11 +660,7 @@ def _indexes(node: yaml.Node, problems: Problems, root: Path) -> _IndexSpec:
     index_url = None
     if "index_url" in fields:
         index_url = _url(fields["index_url"][1], "indexes.index_url", problems)
-    extra = (
-        _index_urls(fields["extra_index_urls"][1], "indexes.extra_index_urls", problems)
-        if "extra_index_urls" in fields
-        else ()
-    )
+    extra = optional(fields, "extra_index_urls", "indexes", problems, _index_urls) or ()
     wheelhouse: list[Path] = []
     if "wheelhouse" in fields:
         for i, item in enumerate(sequence(fields["wheelhouse"][1], "indexes.wheelhouse", problems)):
@@ -715,7 +717,7 @@ def _option_problem(key: str, value: Any) -> str | None:
         return f"expected {_type_name(wanted)}"
     if key == "timeout" and value <= 0:
         return "must be positive"
-    if key == "memory" and not _MEMORY.match(value):
+    if key == "memory" and not MEMORY.match(value):
         return "expected a size like 2g or 512m"
     if isinstance(value, str) and UNSAFE.search(value):
         return "unsafe value"
@@ -751,9 +753,8 @@ def _app(node: yaml.Node, problems: Problems, root: Path) -> App | None:
         )
         path = None
     modules = (
-        strings(fields["entry_modules"][1], "app.entry_modules", problems, _MODULE, "module name")
-        if "entry_modules" in fields
-        else ()
+        optional(fields, "entry_modules", "app", problems, strings, MODULE_NAME, "module name")
+        or ()
     )
     return App(path=path, entry_modules=modules) if path else None
 
@@ -825,6 +826,7 @@ def _build(root_node: yaml.Node, problems: Problems, path: Path) -> Matrix | Non
         registry=shared["registry"],
         runners=shared["runners"],
         profile_paths=shared["profile_paths"],
+        profile_marks=shared["profile_marks"],
     )
 
 
@@ -870,6 +872,7 @@ def _shared(
         "registry": None,
         "runners": Matrix.runners,
         "profile_paths": (),
+        "profile_marks": (),
     }
     if (n := node("requirements")) is not None:
         items = (
@@ -880,7 +883,8 @@ def _shared(
     if (n := node("indexes")) is not None:
         out["index"] = _indexes(n, problems, root)
     if (n := node("profiles")) is not None:
-        out["profiles"] = strings(n, "profiles", problems, _PROFILE, "profile name")
+        out["profiles"] = strings(n, "profiles", problems, PROFILE_NAME, "profile name")
+        out["profile_marks"] = marks(n)
     if (n := node("profile_paths")) is not None:
         paths = (
             _local_path(x, f"profile_paths[{i}]", problems, root, want_dir=True)
@@ -890,12 +894,7 @@ def _shared(
     if (n := node("probes")) is not None:
         out["probes"] = _probes(n, problems)
     if (n := node("gpu")) is not None:
-        gpu = scalar(n, "gpu", problems)
-        if gpu is not None and gpu not in GPU_MODES:
-            problems.add(
-                n, "gpu", f"expected one of {', '.join(GPU_MODES)}{suggest(gpu, GPU_MODES)}"
-            )
-        out["gpu"] = gpu if gpu in GPU_MODES else "optional"
+        out["gpu"] = choice(n, "gpu", problems, GPU_MODES) or "optional"
     if (n := node("app")) is not None:
         out["app"] = _app(n, problems, root)
     if (n := node("registry")) is not None:

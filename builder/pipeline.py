@@ -1,30 +1,31 @@
-"""`builder validate`: per cell, lock if missing, check, build (or make a venv), run the probes,
-and write `DIR/report.json`. A failing cell never stops the others; unchanged cells are reused
-from the result cache.
+"""`builder validate`: per cell, lock if missing, gate on the check, look the result up in the
+cache, prepare the backend's target (build an image or make a venv), run the probes, and write
+`DIR/report.json`. Each step returns a record (`builder.records`); a failing cell never stops
+the others, and unchanged cells are reused from the result cache.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
 import shutil
-import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, cache
+from builder import __version__, cache, proc
 from builder import probe as probe_module
-from builder.build import BuildRecord, build_cell
-from builder.engine import DockerEngine
+from builder.backends import Backend, Setup, open_backend
 from builder.errors import BuilderError
 from builder.files import ensure_dir, write_atomic
 from builder.lock import (
     ISOLATION,
+    LockResult,
     lock_cell,
     lock_path,
     parse_lock,
@@ -33,17 +34,30 @@ from builder.lock import (
 )
 from builder.log import Log
 from builder.matrix import Cell, Matrix
-from builder.probe import ImageTarget, ProbeResult, Target, VenvTarget, run_probe
-from builder.render import Rendered, render_cell
+from builder.probe import Target, run_probe
+from builder.records import (
+    CachePart,
+    CellResult,
+    CheckPart,
+    LockPart,
+    ProbeResult,
+    Status,
+    Verdict,
+    cell_status,
+    summarize,
+)
+from builder.render import Rendered
 from builder.resources import data_dir
 from builder.settings import Settings
-from builder.venv import network_isolation, prepare
 
-RESULT_FIELDS = ("status", "reason", "build", "probes")  # what a cache hit brings back
+LockStep = Callable[[Matrix, Cell, Settings], LockResult]
+CheckStep = Callable[[Matrix, Sequence[Cell], Settings, Log], Mapping[str, CheckPart]]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ValidateOptions:
+    """What the command line asks of one run."""
+
     engine: str = "docker"
     output: Path = Path("reports")
     cache_dir: Path | None = None
@@ -51,29 +65,29 @@ class ValidateOptions:
     build_anyway: bool = False
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Session:
-    """What every cell of one run shares."""
+    """What every cell of one run shares: the backend chosen once, and the lock step."""
 
     matrix: Matrix
     options: ValidateOptions
     settings: Settings
     log: Log
-    docker: DockerEngine | None
-    gpu_name: str | None
-    isolation: tuple[str, ...] = ()
+    backend: Backend
+    gpu_name: str | None = None
+    lock: LockStep = lock_cell
+
+
+def now() -> str:
+    """The time as report.json has it: UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def host_gpu(smi: str | None) -> str | None:
     """The first GPU's model name from nvidia-smi, or None."""
     if smi is None:
         return None
-    done = subprocess.run(
-        [smi, "--query-gpu=name", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = proc.run([smi, "--query-gpu=name", "--format=csv,noheader"])
     names = done.stdout.strip().splitlines()
     return names[0].strip() if done.returncode == 0 and names else None
 
@@ -122,142 +136,57 @@ def profile_options(matrix: Matrix, cell: Cell, name: str) -> dict[str, Any]:
     return probe_requirements(matrix, cell, name)
 
 
-def cell_status(probes: Sequence[ProbeResult]) -> tuple[str, str]:
-    for status in ("fail", "error"):
-        bad = [p for p in probes if p.status == status]
-        if bad:
-            return status, "; ".join(f"{p.probe}: {p.reason}" for p in bad)
-    if probes and all(p.status == "skipped" for p in probes):
-        return "skipped", "every probe skipped"
-    return "pass", f"{len(probes)} probes: " + ", ".join(f"{p.probe} {p.status}" for p in probes)
-
-
-def base_record(matrix: Matrix, cell: Cell) -> dict[str, Any]:
-    lock = read_lock(lock_path(matrix, cell))
-    packages = {p.name: p.version for p in parse_lock(lock.text)} if lock else {}
-    return {
-        **cell.to_json(),
-        "status": "error",
-        "reason": "",
-        "seconds": 0.0,
-        "cache": {"hit": False, "key": "", "stored": None},
-        "lock": {
-            "path": str(lock_path(matrix, cell)),
-            "sha256": lock.sha256 if lock else None,
-            "preinstalled": ISOLATION,
-            "packages": packages,
-            "diff": None,
-        },
-        "build": None,
-        "check": None,
-        "probes": [],
-    }
-
-
-def ensure_lock(session: Session, cell: Cell, record: dict[str, Any]) -> bool:
-    """Lock a cell that has no lock; never silently re-lock a stale one."""
-    reason = stale_reason(session.matrix, cell)
-    if reason is None:
-        return True
-    if read_lock(lock_path(session.matrix, cell)) is not None:
-        record.update(status="fail", reason=f"{reason}; run `builder lock --cell {cell.id}`")
-        return False
-    result = lock_cell(session.matrix, cell, session.settings)
-    if not result.ok:
-        record.update(status="fail", reason=f"cannot resolve: {result.error}")
-        return False
-    record.update(base_record(session.matrix, cell))
-    record["lock"]["diff"] = result.diff.to_json()
-    return True
-
-
-def run_checks(session: Session, cells: Sequence[Cell]) -> dict[str, dict[str, Any]]:
-    """`builder check` on every cell first, with no engine: {cell id: its findings report}."""
+def run_checks(
+    matrix: Matrix, cells: Sequence[Cell], settings: Settings, log: Log
+) -> dict[str, CheckPart]:
+    """`builder check` on every cell first, with no engine: {cell id: its check part}."""
     from builder.check import Options, check_cells
 
-    options = Options(settings=session.settings)
-    reports = check_cells(session.matrix, cells, options, session.log)
-    return {r.id: {**r.to_json(), "status": "pass" if r.ok else "fail"} for r in reports}
+    reports = check_cells(matrix, cells, Options(settings=settings), log)
+    return {r.id: CheckPart(r.id, tuple(f.to_json() for f in r.findings)) for r in reports}
 
 
-def checked(session: Session, report: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+# ---------------------------------------------------------------- the steps of one cell
+
+
+def lock_part(matrix: Matrix, cell: Cell, diff: dict[str, Any] | None = None) -> LockPart:
+    """The cell's lock as it is on disk now."""
+    lock = read_lock(lock_path(matrix, cell))
+    return LockPart(
+        path=str(lock_path(matrix, cell)),
+        sha256=lock.sha256 if lock else None,
+        preinstalled=ISOLATION,
+        packages={p.name: p.version for p in parse_lock(lock.text)} if lock else {},
+        diff=diff,
+    )
+
+
+def ensure_lock(session: Session, cell: Cell) -> tuple[LockPart, Verdict | None]:
+    """Lock a cell that has no lock; never silently re-lock a stale one. A verdict ends the cell."""
+    reason = stale_reason(session.matrix, cell)
+    if reason is None:
+        return lock_part(session.matrix, cell), None
+    if read_lock(lock_path(session.matrix, cell)) is not None:
+        stale = Verdict(Status.FAIL, f"{reason}; run `builder lock --cell {cell.id}`")
+        return lock_part(session.matrix, cell), stale
+    result = session.lock(session.matrix, cell, session.settings)
+    if not result.ok:
+        unresolved = Verdict(Status.FAIL, f"cannot resolve: {result.error}")
+        return lock_part(session.matrix, cell), unresolved
+    return lock_part(session.matrix, cell, result.diff.to_json()), None
+
+
+def check_gate(session: Session, check: CheckPart | None) -> Verdict | None:
     """Cells with error findings are not built unless --build-anyway."""
-    record["check"] = report
-    errors = [f for f in (report or {}).get("findings", []) if f["severity"] == "error"]
-    if errors and not session.options.build_anyway:
-        reasons = "; ".join(
-            f"{f['code']} {f.get('package') or ''}: {f['message']}" for f in errors[:3]
-        )
-        record.update(status="fail", reason=f"check: {reasons}")
-        return False
-    return True
-
-
-def validate_cell(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict[str, Any]:
-    start = time.monotonic()
-    record = base_record(session.matrix, cell)
-    if ensure_lock(session, cell, record) and checked(session, check, record):
-        _cached_or_probed(session, cell, record)
-    record["seconds"] = round(time.monotonic() - start, 2)
-    return record
-
-
-def _guarded(session: Session, cell: Cell, check: dict[str, Any] | None) -> dict[str, Any]:
-    """A bug or engine failure in one cell is that cell's `error`; the others still run."""
-    try:
-        return validate_cell(session, cell, check)
-    except BuilderError:  # bad input or the engine gone: the run's exit code says which
-        raise
-    except Exception as exc:
-        record = base_record(session.matrix, cell)
-        record.update(reason=session.log.crash(cell.id, exc)[:500])
-        return record
-
-
-def _cached_or_probed(session: Session, cell: Cell, record: dict[str, Any]) -> None:
-    rendered = None
-    if session.docker is not None:  # rendered once: for the cache key and, if missed, the build
-        secrets = session.settings.secret_files(cell.indexes.ca_bundle).values()
-        output = session.options.output / "build"
-        rendered = render_cell(session.matrix, cell, output, session.log, secrets=secrets)
-    key = cache_key(session, cell, rendered)
-    record["cache"]["key"] = key
-    entry = (
-        cache.load(session.options.cache_dir, key) if session.options.use_cache else cache.Entry()
-    )
-    if entry.problem:
-        session.log.warn(f"{cell.id}: cache: {entry.problem}")
-    if entry.record is not None:
-        stored = entry.record
-        record.update({k: stored[k] for k in RESULT_FIELDS if k in stored})
-        record["cache"] = {"hit": True, "key": key, "stored": stored.get("finished")}
-        session.log.info(f"{cell.id}: {record['status']} (cached {stored.get('finished')})")
-        return
-    target = make_target(session, cell, record, rendered)
-    if target is not None:
-        probes = [
-            run_probe_logged(session, cell, target, name, options) for name, options in cell.probes
-        ]
-        record["probes"] = [p.to_json() for p in probes]
-        record["status"], record["reason"] = cell_status(probes)
-    if record["status"] in cache.CACHED:
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        problem = cache.store(session.options.cache_dir, key, {**record, "finished": now})
-        if problem:  # the verdict stands; only the next run pays again
-            session.log.warn(f"{cell.id}: result not cached: {problem}")
-
-
-def run_probe_logged(
-    session: Session, cell: Cell, target: Target, name: str, options: tuple[tuple[str, Any], ...]
-) -> ProbeResult:
-    result = run_probe(target, name, probe_options(session, cell, name, options, target))
-    session.log.info(
-        f"  {cell.id} {name:<10} {result.status:<7} {result.seconds:6.1f}s  {result.reason}"
-    )
-    return result
+    errors = check.errors if check else []
+    if not errors or session.options.build_anyway:
+        return None
+    reasons = "; ".join(f"{f['code']} {f.get('package') or ''}: {f['message']}" for f in errors[:3])
+    return Verdict(Status.FAIL, f"check: {reasons}")
 
 
 def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
+    """Everything that can change the cell's verdict, hashed; the backend adds its own parts."""
     lock = read_lock(lock_path(session.matrix, cell))
     parts: dict[str, Any] = {
         "cell": cell.id,
@@ -273,12 +202,7 @@ def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
         "app": cache.tree_digest(cell.app.path) if cell.app else None,
         "model_dir": _model_dir_digest(session.matrix, cell),
     }
-    if session.docker is not None and rendered is not None:
-        parts["context"] = cache.tree_digest(rendered.directory)
-        parts["base"] = _image_identity(session.docker, cell.base.image)
-    else:
-        parts["python"] = cell.base.python
-    return cache.cell_key(parts)
+    return cache.cell_key({**parts, **session.backend.key_parts(cell, rendered)})
 
 
 def _model_dir_digest(matrix: Matrix, cell: Cell) -> str | None:
@@ -288,94 +212,107 @@ def _model_dir_digest(matrix: Matrix, cell: Cell) -> str | None:
     return cache.stat_digest(path) if path and path.is_dir() else None
 
 
-def _image_identity(engine: DockerEngine, image: str) -> str:
-    from docker.errors import ImageNotFound
+def lookup(session: Session, cell: Cell, key: str) -> tuple[Verdict, CachePart] | None:
+    """The stored verdict under `key`, or None on a miss (an unusable entry is one, warned)."""
+    options = session.options
+    entry = cache.load(options.cache_dir, key) if options.use_cache else cache.Entry()
+    if entry.problem:
+        session.log.warn(f"{cell.id}: cache: {entry.problem}")
+    if entry.record is None:
+        return None
+    verdict = Verdict.from_json(entry.record)
+    finished = entry.record.get("finished")
+    session.log.info(f"{cell.id}: {verdict.status} (cached {finished})")
+    return verdict, CachePart(hit=True, key=key, stored=finished)
 
-    try:
-        attrs = engine.inspect(image)
-    except ImageNotFound:  # not pulled yet: the build pulls it
-        return f"unresolved:{image}"
-    return str(attrs.get("Id"))
 
-
-def make_target(
-    session: Session, cell: Cell, record: dict[str, Any], rendered: Rendered | None
-) -> Target | None:
+def inputs_of(session: Session, cell: Cell) -> Path:
+    """A fresh host folder for the target to read: the cell's lock, then the options files."""
     inputs = session.options.output / "inputs" / cell.id
     shutil.rmtree(inputs, ignore_errors=True)
     inputs.mkdir(parents=True)
     shutil.copy(lock_path(session.matrix, cell), inputs / "lock.txt")
-    if session.docker is not None:
-        return _image_target(session, cell, record, inputs, rendered)
-    return _venv_target(session, cell, record, inputs)
+    return inputs
 
 
-def _image_target(
-    session: Session, cell: Cell, record: dict[str, Any], inputs: Path, rendered: Rendered | None
-) -> Target | None:
-    assert session.docker is not None
-    built = build_cell(
-        session.matrix,
-        cell,
-        session.docker,
-        session.settings,
-        session.options.output / "build",
-        session.log,
-        rendered=rendered,
+def probe_cell(session: Session, cell: Cell, rendered: Rendered | None) -> Verdict:
+    """Prepare the backend's target, then run every probe of the cell on it."""
+    setup = session.backend.prepare(cell, inputs_of(session, cell), rendered)
+    if not isinstance(setup, Setup):
+        return setup
+    probes = tuple(
+        run_probe_logged(session, cell, setup.target, name, options)
+        for name, options in cell.probes
     )
-    record["build"] = built.to_json()
-    if not built.ok:
-        record.update(status="fail", reason=f"build failed: {built.error}")
-        return None
-    gpu = session.gpu_name is not None and cell.gpu != "none"
-    return ImageTarget(
-        session.docker,
-        built.tag,
-        inputs,
-        data_dir("validate"),
-        gpu,
-        app_path="/app" if cell.app else None,
-    )
+    return Verdict(*cell_status(probes), build=setup.build, probes=probes)
 
 
-def _venv_target(
-    session: Session, cell: Cell, record: dict[str, Any], inputs: Path
-) -> Target | None:
-    prepared = prepare(
-        session.matrix, cell, session.settings.venv_cache, session.settings, session.log
+def run_probe_logged(
+    session: Session, cell: Cell, target: Target, name: str, options: tuple[tuple[str, Any], ...]
+) -> ProbeResult:
+    result = run_probe(target, name, probe_options(session, cell, name, options, target))
+    session.log.info(
+        f"  {cell.id} {name:<10} {result.status:<7} {result.seconds:6.1f}s  {result.reason}"
     )
-    if not prepared.ok or prepared.python is None:
-        skipped = prepared.reason.startswith("skipped")
-        record.update(status="skipped" if skipped else "fail", reason=prepared.reason)
-        if prepared.log:
-            record["build"] = BuildRecord(
-                cell_id=cell.id,
-                tag="",
-                ok=False,
-                seconds=prepared.seconds,
-                log_tail=prepared.log,
-                error=prepared.reason,
-            ).to_json()
-        return None
-    return VenvTarget(
-        prepared.python,
-        inputs,
-        data_dir("validate"),
-        str(inputs / "lock.txt"),
-        str(cell.app.path) if cell.app else None,
-        session.isolation,
-        session.settings.environ.get("PATH", "/usr/bin:/bin"),
-    )
+    return result
+
+
+def store(session: Session, result: CellResult) -> None:
+    """Cache a verdict worth keeping; a failed write is a warning, the verdict stands."""
+    if result.verdict.status not in cache.CACHED:
+        return
+    record = {**result.to_json(), "finished": now()}
+    problem = cache.store(session.options.cache_dir, result.cache.key, record)
+    if problem:  # only the next run pays again
+        session.log.warn(f"{result.cell['id']}: result not cached: {problem}")
+
+
+def judge(session: Session, cell: Cell, check: CheckPart | None) -> CellResult:
+    """The steps of one cell, in order: lock, check gate, cache lookup, target and probes, and
+    cache store. The first step that returns a verdict ends the cell."""
+    lock, verdict = ensure_lock(session, cell)
+    if verdict is not None:
+        return CellResult(cell=cell.to_json(), lock=lock, verdict=verdict)
+    result = functools.partial(CellResult, cell=cell.to_json(), lock=lock, check=check)
+    verdict = check_gate(session, check)
+    if verdict is not None:
+        return result(verdict=verdict)
+    rendered = session.backend.render(cell)  # once: for the cache key and, on a miss, the build
+    key = cache_key(session, cell, rendered)
+    hit = lookup(session, cell, key)
+    if hit is not None:
+        verdict, part = hit
+        return result(verdict=verdict, cache=part)
+    probed = result(verdict=probe_cell(session, cell, rendered), cache=CachePart(key=key))
+    store(session, probed)
+    return probed
+
+
+def validate_cell(session: Session, cell: Cell, check: CheckPart | None) -> CellResult:
+    """One cell's result, timed. A bug or engine failure in it is its `error`; a BuilderError
+    (bad input, the engine gone) ends the run, whose exit code says which."""
+    start = time.monotonic()
+    try:
+        result = judge(session, cell, check)
+    except BuilderError:
+        raise
+    except Exception as exc:
+        crash = Verdict(Status.ERROR, session.log.crash(cell.id, exc)[:500])
+        return CellResult(cell=cell.to_json(), lock=lock_part(session.matrix, cell), verdict=crash)
+    return replace(result, seconds=round(time.monotonic() - start, 2))
+
+
+# ---------------------------------------------------------------- the run
 
 
 def run_facts(session: Session, started: str, start: float, argv: Sequence[str]) -> dict[str, Any]:
-    version = session.docker.version() if session.docker is not None else None
+    """report.json's `run`: when, with what engine, on what host."""
     return {
         "started": started,
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": now(),
         "seconds": round(time.monotonic() - start, 2),
         "engine": session.options.engine,
-        "engine_version": version,
+        "engine_version": session.backend.engine_version,
         "matrix": str(session.matrix.path),
         "command": " ".join(argv),
         "host": {
@@ -387,11 +324,30 @@ def run_facts(session: Session, started: str, start: float, argv: Sequence[str])
     }
 
 
-def summary(cells: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    counts = {
-        s: sum(1 for c in cells if c["status"] == s) for s in ("pass", "fail", "error", "skipped")
-    }
-    return {"total": len(cells), **counts}
+def open_session(
+    matrix: Matrix,
+    options: ValidateOptions,
+    settings: Settings,
+    log: Log,
+    backend: Backend | None,
+    lock: LockStep,
+) -> Session:
+    """The run's shared state. The backend is chosen once, here (unless one is passed in),
+    so a missing engine stops the run before any cell."""
+    gpu = host_gpu(settings.nvidia_smi)
+    if backend is None:
+        backend = open_backend(
+            options.engine, matrix, settings, log, options.output, gpu is not None
+        )
+    return Session(
+        matrix=matrix,
+        options=options,
+        settings=settings,
+        log=log,
+        backend=backend,
+        gpu_name=gpu,
+        lock=lock,
+    )
 
 
 def validate(
@@ -400,38 +356,37 @@ def validate(
     options: ValidateOptions,
     settings: Settings,
     log: Log,
+    *,
+    backend: Backend | None = None,
+    lock: LockStep = lock_cell,
+    checks: CheckStep = run_checks,
 ) -> dict[str, Any]:
-    """Validate the cells and write `options.output/report.json`; returns the report."""
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    start = time.monotonic()
+    """Validate the cells and write `options.output/report.json`; returns the report.
+    The backend (default: the one `options.engine` names), the lock step and the checks are
+    what reaches outside builder, so tests pass fakes."""
+    started, start = now(), time.monotonic()
     ensure_dir(options.output)  # an unwritable -o is bad input, found before any build
-    docker = DockerEngine(settings, log) if options.engine == "docker" else None
-    session = Session(
-        matrix,
-        options,
-        settings,
-        log,
-        docker,
-        host_gpu(settings.nvidia_smi),
-        network_isolation(settings.unshare) if docker is None else (),
-    )
+    session = open_session(matrix, options, settings, log, backend, lock)
     with log.step("check"):
-        checks = run_checks(session, cells)
-    records = []
+        found = checks(matrix, cells, settings, log)
+    results = []
     for cell in cells:
         with log.step(f"validate {cell.id}"):
-            records.append(_guarded(session, cell, checks.get(cell.id)))
+            results.append(validate_cell(session, cell, found.get(cell.id)).to_json())
     report = {
         "schema_version": 1,
         "builder_version": __version__,
         "run": run_facts(session, started, start, ["builder", *settings.argv]),
-        "summary": summary(records),
-        "cells": records,
+        "summary": summarize(results),
+        "cells": results,
     }
-    write_atomic(
-        options.output / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n"
-    )
+    write_report(report, options.output, settings.step_summary)
+    return report
+
+
+def write_report(report: dict[str, Any], output: Path, step_summary: Path | None) -> None:
+    """DIR/report.json, written atomically; its Markdown appended to the job summary."""
+    write_atomic(output / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     from builder.report import append_step_summary
 
-    append_step_summary(report, settings.step_summary)
-    return report
+    append_step_summary(report, step_summary)

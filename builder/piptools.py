@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from builder.engine import Engine, Mount
 from builder.lock import Resolution, explain_failure
-from builder.matrix import Cell, Matrix
+from builder.matrix import Cell
 from builder.settings import Settings
 
 TIMEOUT = 1800
@@ -30,12 +33,7 @@ def compile_script(cell: Cell, upgrade_packages: Sequence[str], previous: bool) 
         "/work/out.txt",
         "/work/requirements.in",
     ]
-    if cell.indexes.index_url:
-        args += ["--index-url", cell.indexes.index_url]
-    for url in cell.indexes.extra_index_urls:
-        args += ["--extra-index-url", url]
-    for i, _ in enumerate(cell.indexes.wheelhouse):
-        args += ["--find-links", f"/wheelhouse/{i}"]
+    args += cell.indexes.pip_args(_wheelhouses(cell))
     for name in upgrade_packages:
         args += ["--upgrade-package", name]
     seed = "cp /work/previous.txt /work/out.txt && " if previous else ""
@@ -45,37 +43,57 @@ def compile_script(cell: Cell, upgrade_packages: Sequence[str], previous: bool) 
     )
 
 
-def resolve_pip_tools(
-    matrix: Matrix,
-    cell: Cell,
-    settings: Settings,
-    engine: Engine,
-    *,
-    previous: str | None = None,
-    upgrade_packages: Sequence[str] = (),
-) -> Resolution:
-    """pip-compile in a throwaway container of the cell's base (network on, CA mounted)."""
-    with tempfile.TemporaryDirectory(prefix="builder-piptools-") as tmp:
-        work = Path(tmp)
-        (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
-        if previous is not None:
-            (work / "previous.txt").write_text(previous)
-        mounts = [Mount(work, "/work", read_only=False)]
-        mounts += [Mount(w, f"/wheelhouse/{i}") for i, w in enumerate(cell.indexes.wheelhouse)]
-        env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        ca = settings.ca_for(cell.indexes.ca_bundle)
-        if ca is not None:
-            mounts.append(Mount(ca, "/run/builder-ca.pem"))
-            env["PIP_CERT"] = "/run/builder-ca.pem"
-        script = compile_script(cell, upgrade_packages, previous is not None)
-        outcome = engine.run(
-            cell.base.image,
-            ["sh", "-c", script],
-            mounts=mounts,
-            network=True,
-            timeout=TIMEOUT,
-            environment=env,
-        )
-        if outcome.exit_code != 0:
-            return Resolution(ok=False, error=explain_failure(outcome.stderr + outcome.stdout))
-        return Resolution(ok=True, body=(work / "out.txt").read_text())
+@dataclass(frozen=True)
+class PipToolsResolver:
+    """pip-compile in throwaway containers of `engine`, one per cell's base image."""
+
+    engine: Engine
+    name: ClassVar[str] = "pip-tools"
+
+    def resolve(
+        self,
+        cell: Cell,
+        settings: Settings,
+        *,
+        previous: str | None = None,
+        upgrade: bool = False,  # nothing to pass on: with it, `previous` is None
+        upgrade_packages: Sequence[str] = (),
+        cancel: threading.Event | None = None,  # the container's TIMEOUT bounds it instead
+    ) -> Resolution:
+        """pip-compile in a container of the cell's base (network on, CA mounted)."""
+        with tempfile.TemporaryDirectory(prefix="builder-piptools-") as tmp:
+            work = Path(tmp)
+            (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
+            if previous is not None:
+                (work / "previous.txt").write_text(previous)
+            mounts, env = _mounts(cell, settings, work)
+            script = compile_script(cell, upgrade_packages, previous is not None)
+            outcome = self.engine.run(
+                cell.base.image,
+                ["sh", "-c", script],
+                mounts=mounts,
+                network=True,
+                timeout=TIMEOUT,
+                environment=env,
+            )
+            if outcome.exit_code != 0:
+                return Resolution(ok=False, error=explain_failure(outcome.stderr + outcome.stdout))
+            return Resolution(ok=True, body=(work / "out.txt").read_text())
+
+
+def _mounts(cell: Cell, settings: Settings, work: Path) -> tuple[list[Mount], dict[str, str]]:
+    """The work directory, the wheelhouses and the CA bundle, with the environment pip needs."""
+    mounts = [Mount(work, "/work", read_only=False)]
+    wheelhouses = zip(cell.indexes.wheelhouse, _wheelhouses(cell), strict=True)
+    mounts += [Mount(source, target) for source, target in wheelhouses]
+    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    ca = settings.ca_for(cell.indexes.ca_bundle)
+    if ca is not None:
+        mounts.append(Mount(ca, "/run/builder-ca.pem"))
+        env["PIP_CERT"] = "/run/builder-ca.pem"
+    return mounts, env
+
+
+def _wheelhouses(cell: Cell) -> list[str]:
+    """Where the cell's wheelhouses are mounted in the container."""
+    return [f"/wheelhouse/{i}" for i, _ in enumerate(cell.indexes.wheelhouse)]

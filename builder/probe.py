@@ -13,43 +13,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from builder.engine import Engine, EngineFailure, Mount, RunOutcome
 from builder.proc import decode
+from builder.records import ProbeResult, Status
+from builder.resources import PROBES
 
-SCRIPTS = {
-    "imports": "imports.py",
-    "numpy": "numpy.py",
-    "pip-check": "pip_check.py",
-    "lock-match": "lock_match.py",
-    "cuda": "cuda.py",
-    "media": "media.py",
-    "generate": "generate.py",
-    "model-dir": "model_dir.py",
-}
 DEFAULT_LIMITS: Mapping[str, tuple[float, str]] = {"generate": (600, "8g")}
 DEFAULT_TIMEOUT, DEFAULT_MEMORY = 300.0, "4g"
-STATUSES = ("pass", "fail", "error", "skipped")
 EVIDENCE_CHARS = 2000
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProbeResult:
-    probe: str
-    status: str
-    reason: str
-    seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
-    evidence: str = ""
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["warnings"] = list(self.warnings)
-        return data
 
 
 def limits(name: str, options: Mapping[str, Any]) -> tuple[float, str]:
@@ -68,47 +43,39 @@ def interpret(name: str, outcome: RunOutcome, timeout: float, memory: str) -> Pr
     """Turn a finished (or killed) probe process into its result."""
     seconds = round(outcome.seconds, 2)
     tail = (outcome.stderr or outcome.stdout)[-EVIDENCE_CHARS:]
-    if outcome.timed_out:
-        return ProbeResult(
-            probe=name,
-            status="error",
-            reason=f"timeout after {timeout:g}s",
-            seconds=seconds,
-            evidence=tail,
-        )
-    code = outcome.exit_code
-    if outcome.oom_killed or code == 137 or code == -signal.SIGKILL:
-        why = (
-            f"out of memory (limit {memory})"
-            if outcome.oom_killed
-            else "killed (SIGKILL, exit 137)"
-        )
-        return ProbeResult(probe=name, status="error", reason=why, seconds=seconds, evidence=tail)
-    if code is not None and code < 0:
-        return ProbeResult(
-            probe=name,
-            status="error",
-            reason=f"killed by {signal.Signals(-code).name}",
-            seconds=seconds,
-            evidence=tail,
-        )
+    killed = _killed(outcome, timeout, memory)
+    if killed is not None:
+        return _error(name, killed, seconds, tail)
     return _parse(name, outcome, seconds, tail)
+
+
+def _killed(outcome: RunOutcome, timeout: float, memory: str) -> str | None:
+    """Why the probe process was killed (the timeout, out of memory, a signal), or None."""
+    code = outcome.exit_code
+    if outcome.timed_out:
+        return f"timeout after {timeout:g}s"
+    if outcome.oom_killed:
+        return f"out of memory (limit {memory})"
+    if code == 137 or code == -signal.SIGKILL:
+        return "killed (SIGKILL, exit 137)"
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return None
+
+
+def _error(name: str, reason: str, seconds: float, evidence: str = "") -> ProbeResult:
+    return ProbeResult(
+        probe=name, status=Status.ERROR, reason=reason, seconds=seconds, evidence=evidence
+    )
 
 
 def _parse(name: str, outcome: RunOutcome, seconds: float, tail: str) -> ProbeResult:
     lines = [line for line in outcome.stdout.splitlines() if line.strip()]
     try:
         data = json.loads(lines[-1])
-        status = data["status"]
-        assert status in STATUSES
-    except (IndexError, ValueError, KeyError, TypeError, AssertionError):
-        return ProbeResult(
-            probe=name,
-            status="error",
-            reason=f"probe printed no result (exit {outcome.exit_code})",
-            seconds=seconds,
-            evidence=tail,
-        )
+        status = Status(data["status"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return _error(name, f"probe printed no result (exit {outcome.exit_code})", seconds, tail)
     return ProbeResult(
         probe=name,
         status=status,
@@ -127,11 +94,7 @@ class Target(Protocol):
     app_path: str | None
 
     def run(
-        self,
-        script: str,
-        options: Mapping[str, Any],
-        timeout: float,
-        memory: str,
+        self, script: str, options: Mapping[str, Any], timeout: float, memory: str
     ) -> RunOutcome: ...
 
 
@@ -149,11 +112,7 @@ class ImageTarget:
     app_path: str | None = None
 
     def run(
-        self,
-        script: str,
-        options: Mapping[str, Any],
-        timeout: float,
-        memory: str,
+        self, script: str, options: Mapping[str, Any], timeout: float, memory: str
     ) -> RunOutcome:
         name = Path(script).stem
         mounts = [Mount(self.validate_source, self.validate_dir), Mount(self.inputs, "/builder/in")]
@@ -186,11 +145,7 @@ class VenvTarget:
     path: str = "/usr/bin:/bin"  # PATH for the probe process (ffmpeg and friends)
 
     def run(
-        self,
-        script: str,
-        options: Mapping[str, Any],
-        timeout: float,
-        memory: str,
+        self, script: str, options: Mapping[str, Any], timeout: float, memory: str
     ) -> RunOutcome:
         name = Path(script).stem
         options_file = self.inputs / f"{name}.json"
@@ -256,10 +211,8 @@ def run_probe(target: Target, name: str, options: Mapping[str, Any]) -> ProbeRes
     timeout, memory = limits(name, options)
     start = time.monotonic()
     try:
-        outcome = target.run(SCRIPTS[name], options, timeout, memory)
+        outcome = target.run(PROBES[name], options, timeout, memory)
     except EngineFailure as exc:
         reason = f"the engine failed to run the probe: {exc}"
-        return ProbeResult(
-            probe=name, status="error", reason=reason[:500], seconds=time.monotonic() - start
-        )
+        return _error(name, reason[:500], time.monotonic() - start)
     return interpret(name, outcome, timeout, memory)

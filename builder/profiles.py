@@ -17,7 +17,7 @@ replaces it). The format (also in `builder/data/profiles/README.md`):
     optional_imports: [flash_attn] # modules whose import failure is a warning
     gpu_at_import: false           # importing the model's code needs a GPU
     min_gpu_memory_gb: 24
-    generate_variant: wan2.2-a14b  # wan2.1 | wan2.2-a14b | wan2.2-ti2v-5b | i2v | multitalk-audio | null
+    generate_variant: wan2.2-a14b  # one of resources.GENERATE_VARIANTS, or null
     loads_bin_weights: false       # loads `.bin` (pickle) weights through transformers
     known_bad:                     # combinations the model is known to break with
       - when: {transformers: ">=4.52", torch: "<2.6"}
@@ -48,15 +48,19 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from builder.errors import InputError, located
-from builder.matrix import Cell, Matrix
+from builder.matrix import MODULE_NAME, PROFILE_NAME, Cell, Matrix
+from builder.resources import GENERATE_VARIANTS as VARIANTS
 from builder.yamlnodes import (
     Problems,
+    choice,
     compose,
     is_null,
     join,
     kind,
     mapping,
+    optional,
     plain,
+    position,
     read_file,
     scalar,
     sequence,
@@ -65,7 +69,6 @@ from builder.yamlnodes import (
 )
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "profiles"
-VARIANTS = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio")
 PROFILE_KEYS = (
     "name",
     "extends",
@@ -84,8 +87,6 @@ RULE_KEYS = ("requirement", "source", "optional", "alternatives")
 KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
 SEVERITIES = ("error", "warning", "info")
 HINT = "see builder/data/profiles/README.md for the profile format"
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
 _NAME_AND_EXTRAS = re.compile(r"^\s*[A-Za-z0-9._-]+\s*(?:\[[^\]]*\])?\s*")
 
 
@@ -292,16 +293,8 @@ def _rule(node: yaml.Node, where: str, problems: Problems, profile: str) -> Rule
             f"invalid requirement {text!r}: {str(exc).splitlines()[0]}",
         )
         return None
-    optional = (
-        _bool(fields["optional"][1], join(where, "optional"), problems)
-        if "optional" in fields
-        else False
-    )
-    alternatives = (
-        strings(fields["alternatives"][1], join(where, "alternatives"), problems)
-        if "alternatives" in fields
-        else ()
-    )
+    soft = optional(fields, "optional", where, problems, _bool) or False
+    alternatives = optional(fields, "alternatives", where, problems, strings) or ()
     if text is None or source is None:
         return None
     return Rule(
@@ -309,7 +302,7 @@ def _rule(node: yaml.Node, where: str, problems: Problems, profile: str) -> Rule
         text=text,
         source=source,
         profile=profile,
-        optional=bool(optional),
+        optional=bool(soft),
         alternatives=tuple(canonicalize_name(a) for a in alternatives),
     )
 
@@ -328,14 +321,7 @@ def _known_bad(node: yaml.Node, where: str, problems: Problems, prefix: str) -> 
     for key in ("reason", "hint", "source"):
         if key in fields:
             _text(fields[key][1], join(where, key), problems)
-    if "severity" in fields:
-        level = scalar(fields["severity"][1], join(where, "severity"), problems)
-        if level is not None and level not in SEVERITIES:
-            problems.add(
-                fields["severity"][1],
-                join(where, "severity"),
-                f"expected one of {', '.join(SEVERITIES)}{suggest(level, SEVERITIES)}",
-            )
+    optional(fields, "severity", where, problems, choice, SEVERITIES)
     if "profile" in fields:
         mapping(fields["profile"][1], join(where, "profile"), problems, tuple(_FACTS))
     if len(problems.items) > before or not {"when", "reason", "source"} <= fields.keys():
@@ -368,7 +354,9 @@ def read_profile(path: Path) -> _Raw:
         if required not in top and isinstance(node, yaml.MappingNode):
             problems.add(node, required, "missing required key")
     name = (
-        scalar(top["name"][1], "name", problems, _NAME, "profile name") if "name" in top else None
+        scalar(top["name"][1], "name", problems, PROFILE_NAME, "profile name")
+        if "name" in top
+        else None
     )
     if name is not None and name != path.stem:
         problems.add(top["name"][1], "name", f"{name!r} does not match the file name {path.name!r}")
@@ -390,11 +378,11 @@ def _sections(
         return [(f"{key}[{i}]", n) for i, n in enumerate(nodes)]
 
     def modules(key: str) -> tuple[str, ...]:
-        return strings(top[key][1], key, problems, _MODULE, "module name") if key in top else ()
+        return strings(top[key][1], key, problems, MODULE_NAME, "module name") if key in top else ()
 
     extends_node = top["extends"][1] if "extends" in top else None
     extends = (
-        scalar(extends_node, "extends", problems, _NAME, "profile name")
+        scalar(extends_node, "extends", problems, PROFILE_NAME, "profile name")
         if extends_node is not None
         else None
     )
@@ -454,8 +442,7 @@ def _flatten(name: str, raws: Mapping[str, _Raw], seen: tuple[str, ...] = ()) ->
     raw = raws[name]
     if raw.extends is None:
         return _merge(None, raw)
-    mark = raw.extends_node.start_mark if raw.extends_node else None
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    line, col = position(raw.extends_node.start_mark if raw.extends_node else None)
     if raw.extends in (*seen, name):
         cycle = " -> ".join((*seen, name, raw.extends))
         raise InputError(located(raw.path, line, col, "extends", f"cycle: {cycle}"), hint=HINT)
@@ -491,26 +478,14 @@ def profiles_for(
     known = load_profiles(matrix.profile_paths) if loaded is None else loaded
     missing = [name for name in cell.profiles if name not in known]
     if missing:
-        where = _matrix_position(matrix.path, missing[0])
+        line, column, where = matrix.profile_mark(missing[0])
+        message = f"unknown profile {missing[0]!r}{suggest(missing[0], list(known))}"
         raise InputError(
-            f"{where}: unknown profile {missing[0]!r}{suggest(missing[0], list(known))}",
+            located(matrix.path, line, column, where, message),
             hint=f"known profiles: {', '.join(known)}; add your own to a directory named in "
             "`profile_paths`",
         )
     return [known[name] for name in cell.profiles]
-
-
-def _matrix_position(path: Path, name: str) -> str:
-    """`file:line:col: profiles[i]` of a profile name in the matrix, for messages."""
-    try:
-        root = compose(read_file(path, "matrix file"), path, Problems(path))
-    except InputError:
-        return f"{path}:1:1: profiles"
-    top = {k.value: v for k, v in getattr(root, "value", ()) if isinstance(k, yaml.ScalarNode)}
-    for i, item in enumerate(getattr(top.get("profiles"), "value", ())):
-        if getattr(item, "value", None) == name:
-            return f"{path}:{item.start_mark.line + 1}:{item.start_mark.column + 1}: profiles[{i}]"
-    return f"{path}:1:1: profiles"
 
 
 def probe_requirements(matrix: Matrix, cell: Cell, probe: str) -> dict[str, Any]:

@@ -32,6 +32,32 @@ HEAVY = re.compile(
 APP_IGNORED = ("__pycache__", "*.pyc", ".git")
 LABEL_PREFIX = "io.github.builder"
 LAYERS = ("heavy", "rest", "pins")
+IN_VENV = "rest"  # the layer installed into the venv itself; the others get a directory each
+VENV = "/opt/venv"
+DEFAULT_REPOSITORY = "builder/cells"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer of the lock as the Dockerfile installs it: in a stage of its own, into the venv
+    or into a directory that a .pth file puts on the venv's path; the final stage copies it."""
+
+    name: str
+
+    @property
+    def target(self) -> str | None:
+        """pip's `--target`, or None to install into the venv itself."""
+        return None if self.name == IN_VENV else f"/opt/layers/{self.name}"
+
+    @property
+    def copied(self) -> str:
+        """What the final stage copies from the layer's stage (to the same path)."""
+        return self.target or VENV
+
+    @property
+    def compiled(self) -> str:
+        """Where its bytecode is compiled."""
+        return self.target or f"{VENV}/lib"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +71,9 @@ class DockerfileContext:
     apt: tuple[str, ...]
     index_url: str | None
     extra_index_urls: tuple[str, ...]
-    layers: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    paths: tuple[str, ...]  # the layers' own directories, for the .pth file and PATH
+    copies: tuple[tuple[str, str], ...]  # what the final stage copies: (stage, path)
     app: bool
     labels: tuple[tuple[str, str], ...]
 
@@ -83,7 +111,16 @@ def labels(cell: Cell, lock_sha256: str | None) -> tuple[tuple[str, str], ...]:
     )
 
 
-def context_for(cell: Cell, layers: tuple[str, ...], lock_sha256: str | None) -> DockerfileContext:
+def image_tag(cell: Cell, registry: str | None) -> str:
+    """`<registry repository>:<cell-id>`; the cell id is already a valid tag."""
+    return f"{registry or DEFAULT_REPOSITORY}:{cell.id}"
+
+
+def context_for(cell: Cell, names: tuple[str, ...], lock_sha256: str | None) -> DockerfileContext:
+    layers = tuple(Layer(name) for name in names)
+    copies = [(layer.name, layer.copied) for layer in layers]
+    if IN_VENV not in names:  # the venv still comes from its own stage
+        copies.append(("venv", VENV))
     return DockerfileContext(
         builder_version=__version__,
         cell_id=cell.id,
@@ -93,6 +130,8 @@ def context_for(cell: Cell, layers: tuple[str, ...], lock_sha256: str | None) ->
         index_url=cell.indexes.index_url,
         extra_index_urls=cell.indexes.extra_index_urls,
         layers=layers,
+        paths=tuple(layer.target for layer in layers if layer.target),
+        copies=tuple(copies),
         app=cell.app is not None,
         labels=labels(cell, lock_sha256),
     )

@@ -15,22 +15,20 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jsonschema
-from jsonschema.exceptions import best_match
 
 from builder.errors import CELLS_FAILED, OK, InputError
 from builder.files import read_text
 from builder.log import Log
+from builder.records import MAX_DEPTH, STATUSES, parse_time, schema_problems, summarize
+from builder.records import report_schema as report_schema  # tests read it here
 
 Report = dict[str, Any]
 
 SCHEMA_VERSION = 1
-STATUSES = ("pass", "fail", "error", "skipped")
 FAILED = ("fail", "error")
 MARKS = {"pass": "✅", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 CACHED_MARK = "♻️"
@@ -38,8 +36,6 @@ ABSENT_MARK = "—"
 MAX_COLUMNS = 10  # Markdown grid columns per table: wider matrices wrap into more tables
 MAX_MARKDOWN = 65_000  # GitHub caps comments and job summaries near 65,536 characters
 MAX_LINE = 240
-MAX_DEPTH = 100  # levels of JSON nesting; a report needs about 10
-CELL_DEPTH = 2  # a cell sits at $.cells[i]
 
 _DATA = Path(__file__).resolve().parent
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -53,12 +49,6 @@ _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 # ---------------------------------------------------------------- loading
-
-
-def report_schema() -> dict[str, Any]:
-    """The JSON Schema of report.json (draft 2020-12)."""
-    schema: dict[str, Any] = json.loads((_DATA / "data" / "report.schema.json").read_text())
-    return schema
 
 
 def load_report(path: Path) -> Report:
@@ -90,53 +80,6 @@ def parse_report(data: Any, source: str) -> Report:
     return normalize(data)
 
 
-def validate_cell_record(data: object) -> str | None:
-    """The first way `data` is not a report cell, as `$.field: message`; None when it is one.
-    For cell records that come back from elsewhere (the result cache)."""
-    problems = schema_problems(data, "cell", depth=CELL_DEPTH)
-    return problems[0] if problems else None
-
-
-def schema_problems(data: object, definition: str = "", depth: int = 0) -> list[str]:
-    """Where `data` breaks the report schema (or its `$defs/<definition>`), in document order,
-    as `$.field: message`. `depth` is how deep in a report `data` sits."""
-    deep = _too_deep(data, depth)
-    if deep is not None:
-        return [f"{_short(deep)}: nested too deeply (more than {MAX_DEPTH} levels)"]
-    # best_match looks inside oneOf (`lock: object | null`) for the error that names the field.
-    errors = [best_match([e]) for e in _validator(definition).iter_errors(data)]
-    return [f"{e.json_path}: {_message(e)}" for e in sorted(errors, key=_position)]
-
-
-def _validator(definition: str) -> jsonschema.Draft202012Validator:
-    schema = report_schema()
-    if definition:
-        schema = {k: schema[k] for k in ("$schema", "$defs")} | {"$ref": f"#/$defs/{definition}"}
-    formats = jsonschema.FormatChecker(formats=())
-    formats.checks("date-time", raises=ValueError)(_is_date_time)
-    return jsonschema.Draft202012Validator(schema, format_checker=formats)
-
-
-def _is_date_time(value: object) -> bool:
-    """The pattern gives the shape; this catches dates that do not exist (month 99)."""
-    return not isinstance(value, str) or bool(parse_time(value))
-
-
-def _too_deep(data: object, depth: int) -> str | None:
-    """The JSON path of a value nested over MAX_DEPTH levels, if any. Iterative: copying,
-    validating and rendering recurse, so a deeper document must not get that far."""
-    stack = [(data, "$", depth)]
-    while stack:
-        value, where, level = stack.pop()
-        if level > MAX_DEPTH:
-            return where
-        if isinstance(value, dict):
-            stack.extend((v, f"{where}.{k}", level + 1) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, f"{where}[{i}]", level + 1) for i, v in enumerate(value))
-    return None
-
-
 def _duplicate_ids(cells: Sequence[Mapping[str, Any]]) -> list[str]:
     """A cell id may appear once per report (`--merge` is where duplicates are resolved)."""
     first: dict[str, int] = {}
@@ -150,29 +93,11 @@ def _duplicate_ids(cells: Sequence[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-def _position(error: jsonschema.ValidationError) -> list[str]:
-    return [f"{p:08d}" if isinstance(p, int) else p for p in error.absolute_path]
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    cause = f" ({error.cause})" if error.cause else ""
-    return _short(error.message + cause)
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= 200 else message[:197] + "..."
-
-
 def normalize(report: Report) -> Report:
     """A copy with the summary recomputed from the cells (the cells are the truth)."""
     out = copy.deepcopy(report)
     out["summary"] = summarize(out["cells"])
     return out
-
-
-def summarize(cells: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    statuses = [c["status"] for c in cells]
-    return {"total": len(statuses), **{s: statuses.count(s) for s in STATUSES}}
 
 
 # ---------------------------------------------------------------- facts every format shows
@@ -731,14 +656,6 @@ def _merged_run(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     finished = max((r["finished"] for r in runs), key=parse_time)
     seconds = max(0.0, (parse_time(finished) - parse_time(started)).total_seconds())
     return {**runs[0], "started": started, "finished": finished, "seconds": round(seconds, 3)}
-
-
-def parse_time(text: str) -> datetime:
-    """ISO-8601 as the schema's pattern has it. Python 3.10's fromisoformat takes neither `Z`
-    nor fractions of other than 3 or 6 digits, so those are spelled out first."""
-    text = re.sub(r"Z$", "+00:00", text)
-    text = re.sub(r"\.(\d+)", lambda m: "." + m[1][:6].ljust(6, "0"), text)
-    return datetime.fromisoformat(text)
 
 
 # ---------------------------------------------------------------- entry points

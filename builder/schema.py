@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.matrix import GPU_MODES, PLATFORMS, PROBES
+from builder.matrix import BASE_NAME, GPU_MODES, MEMORY, PROBES, PROFILE_NAME
+from builder.platforms import PLATFORMS
+from builder.yamlnodes import UNSAFE
 
-SAFE = r"^[^\n\r`]*$"
+# The loader's own patterns, so the schema cannot drift from it. A string is safe where
+# UNSAFE finds nothing in it ([\s\S]: JSON Schema's `.` stops at a newline).
+SAFE = rf"^(?![\s\S]*(?:{UNSAFE.pattern}))"
 STRINGS = {"type": "array", "items": {"type": "string", "pattern": SAFE}}
 VERSION_OR_SPEC = {
     "type": ["string", "number"],
@@ -34,6 +38,8 @@ def _base() -> dict[str, Any]:
         {
             "image": {
                 "type": "string",
+                # Only the characters: the loader parses a reference by distribution's grammar
+                # (docker_image), whose regex uses POSIX classes JSON Schema does not have.
                 "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
                 "description": "Image reference: tag and/or @sha256: digest.",
             },
@@ -100,7 +106,7 @@ def matrix_schema() -> dict[str, Any]:
         "type": ["object", "null"],
         "properties": {
             "timeout": {"type": "number", "exclusiveMinimum": 0},
-            "memory": {"type": "string", "pattern": r"^\d+(\.\d+)?[kmgKMG]?$"},
+            "memory": {"type": "string", "pattern": MEMORY.pattern},
         },
     }
     schema = _closed(
@@ -110,7 +116,7 @@ def matrix_schema() -> dict[str, Any]:
                 "type": "object",
                 "minProperties": 1,
                 "additionalProperties": _base(),
-                "propertyNames": {"pattern": r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$"},
+                "propertyNames": {"pattern": BASE_NAME.pattern},
             },
             "axes": {
                 "type": "object",
@@ -126,7 +132,7 @@ def matrix_schema() -> dict[str, Any]:
             "indexes": _indexes(),
             "profiles": {
                 "type": "array",
-                "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]*$"},
+                "items": {"type": "string", "pattern": PROFILE_NAME.pattern},
             },
             "profile_paths": STRINGS,
             "probes": {

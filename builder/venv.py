@@ -5,12 +5,11 @@ made with uv from the same lock (`--require-hashes --no-deps`), reused while the
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder import proc
-from builder.lock import index_args, lock_path, read_lock, uv_env
+from builder.lock import lock_path, read_lock, uv_env
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.settings import Settings
@@ -33,12 +32,7 @@ def find_python(version: str, path: str | None) -> str | None:
     python3 = shutil.which("python3", path=path)
     if found or python3 is None:
         return found
-    done = subprocess.run(
-        [python3, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = proc.run([python3, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
     return python3 if done.stdout.strip() == version else None
 
 
@@ -83,7 +77,7 @@ def _install_argv(cell: Cell, uv: str, python: Path, lock: Path) -> list[str]:
         "-r",
         str(lock),
     ]
-    return argv + index_args(cell)
+    return argv + cell.indexes.pip_args()
 
 
 def network_isolation(unshare: str | None) -> tuple[str, ...]:
@@ -91,5 +85,5 @@ def network_isolation(unshare: str | None) -> tuple[str, ...]:
     if unshare is None:
         return ()
     argv = (unshare, "--net", "--map-root-user")
-    done = subprocess.run([*argv, "true"], capture_output=True, check=False)
+    done = proc.run([*argv, "true"])
     return argv if done.returncode == 0 else ()

@@ -26,10 +26,10 @@ import contextlib
 import difflib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import yaml
 from yaml.composer import Composer
@@ -47,6 +47,7 @@ MAX_DEPTH = 32  # the deepest builder format nests 6 levels; probe options get t
 MAX_NODES = 100_000  # values in a file, aliases expanded; a real matrix has a few hundred
 MAX_NUMBER = 64  # characters in a number; more is no number a probe option needs
 
+T = TypeVar("T")
 CORE = "tag:yaml.org,2002:"
 STR, NULL, MERGE = f"{CORE}str", f"{CORE}null", f"{CORE}merge"
 _SCALAR_TAGS = {f"{CORE}{name}" for name in ("str", "int", "float", "bool", "null")}
@@ -91,8 +92,7 @@ class Problems:
     def add(
         self, at: yaml.Node | yaml.Event, where: str, message: str, hint: str | None = None
     ) -> None:
-        mark = at.start_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, column = position(at.start_mark)
         item = (line, column, located(self.path, line, column, where, message))
         if item not in self.items:
             self.items.append(item)
@@ -238,8 +238,7 @@ def compose(text: str, path: Path, problems: Problems) -> yaml.Node | None:
         composer = _Composer(text, problems)  # the reader checks the characters here
         node = composer.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = position(exc.problem_mark or exc.context_mark)
         raise InputError(
             located(path, line, col, "", f"YAML syntax error: {exc.problem}"), hint=problems.hint
         ) from None
@@ -253,6 +252,24 @@ def compose(text: str, path: Path, problems: Problems) -> yaml.Node | None:
 
 
 # ---------------------------------------------------------------- reading nodes
+
+
+class _Mark(Protocol):  # PyYAML's pure-Python and C marks alike
+    line: int
+    column: int
+
+
+def position(mark: _Mark | None) -> tuple[int, int]:
+    """A mark's 1-based (line, column); (1, 1) when there is none."""
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+
+
+def marks(node: yaml.Node) -> tuple[tuple[str, int, int], ...]:
+    """(text, line, column) of each scalar in a list node, kept for messages after loading."""
+    items = node.value if isinstance(node, yaml.SequenceNode) else []
+    return tuple(
+        (str(n.value), *position(n.start_mark)) for n in items if isinstance(n, yaml.ScalarNode)
+    )
 
 
 def join(where: str, key: str | int) -> str:
@@ -328,6 +345,33 @@ def scalar(
         problems.add(node, where, f"invalid {what or 'value'} {text!r}")
         return None
     return text
+
+
+def optional(
+    fields: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    key: str,
+    where: str,
+    problems: Problems,
+    read: Callable[..., T],
+    *args: Any,
+) -> T | None:
+    """`read(value, where.key, problems, *args)` for a key that may be absent (then None)."""
+    if key not in fields:
+        return None
+    return read(fields[key][1], join(where, key), problems, *args)
+
+
+def choice(
+    node: yaml.Node, where: str, problems: Problems, choices: Sequence[str], what: str = ""
+) -> str | None:
+    """A scalar that must be one of `choices` (with a did-you-mean), or None (reported)."""
+    value = scalar(node, where, problems)
+    if value is None or value in choices:
+        return value
+    close = suggest(value, choices)
+    message = f"unsupported {what} {value!r}" if what else f"expected one of {', '.join(choices)}"
+    problems.add(node, where, message + close)
+    return None
 
 
 def sequence(node: yaml.Node, where: str, problems: Problems) -> list[yaml.Node]:

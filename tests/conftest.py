@@ -63,11 +63,11 @@ def run_probe_script(
 ) -> dict[str, Any]:
     """Run one probe as builder's runner does (options file, else stdin); check that its last
     stdout line is its JSON result and that the exit code matches the status."""
-    from builder.probe import SCRIPTS
+    from builder.resources import PROBES
 
-    argv = [str(python), "-I", str(VALIDATE / SCRIPTS[name])]
+    argv = [str(python), "-I", str(VALIDATE / PROBES[name])]
     if options is not None:
-        path = workdir / f"{SCRIPTS[name]}.json"
+        path = workdir / f"{PROBES[name]}.json"
         path.write_text(json.dumps(options))
         argv.append(str(path))
     proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600)

@@ -1,7 +1,7 @@
 """Probe: every module of every locked distribution, plus the app's own modules, imports.
 
-Run inside the image as ``python -I validate/imports.py OPTIONS_JSON`` (``-`` or no argument:
-options on stdin). Standalone on purpose: standard library only, no sibling imports.
+Run inside the image as ``python -I validate/imports.py OPTIONS_JSON`` (see ``_runner.py``:
+options, output, exit codes). Standard library only.
 
 Each module is imported in a fresh ``python -I`` child so that one segfaulting or ABI-broken
 extension cannot take the others down, and each failure is classified by ``classify``.
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib.metadata
-import json
-import os
+import importlib.util
 import re
 import subprocess
 import sys
 import time
-import traceback
+from pathlib import Path
 
 PROBE = "imports"
 DEFAULTS = {
@@ -29,7 +28,11 @@ DEFAULTS = {
     "module_timeout": 120,
     "jobs": 4,
 }
-EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
+# The shared runner (options, output, exit codes), by path: never put validate/ on sys.path.
+_RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
+runner = importlib.util.module_from_spec(_RUNNER)
+_RUNNER.loader.exec_module(runner)
+result = runner.results_for(PROBE)
 
 # Ordered: the first rule that matches wins. GPU and NumPy-ABI errors often surface as an
 # ImportError further down the traceback, so they are tested before the generic classes.
@@ -75,37 +78,6 @@ def classify(error_text: str) -> str:
     return "other"
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def marker_applies(marker: str | None) -> bool:
-    """True when a lock line's environment marker holds here (or cannot be judged)."""
-    if not marker:
-        return True
-    try:
-        from packaging.markers import Marker
-    except ImportError:
-        return True
-    return Marker(marker).evaluate()
-
-
-LOCK_LINE = re.compile(
-    r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*===?\s*([^\s;\\]+)\s*(?:;\s*([^\\#]+))?"
-)
-
-
-def read_lock(path: str) -> dict[str, str]:
-    """{canonical name: version} of the ``name==version`` pins of a pip-compile style lock."""
-    pins = {}
-    with open(path, encoding="utf-8") as lock:
-        for line in lock:
-            match = LOCK_LINE.match(line.strip())
-            if match and marker_applies(match.group(3)):
-                pins[canonical(match.group(1))] = match.group(2)
-    return pins
-
-
 def record_modules(files: list[str]) -> set[str]:
     """Importable names in a RECORD: modules, packages, extensions, namespace subpackages."""
     paths, names = set(files), set()
@@ -138,7 +110,7 @@ def dist_modules(dist: importlib.metadata.Distribution) -> list[str]:
 def lock_targets(lock_path: str) -> tuple[list[dict], list[dict]]:
     """(modules to import, failures for locked distributions that are not installed)."""
     targets, missing = [], []
-    for name in sorted(read_lock(lock_path)):
+    for name in sorted(runner.read_lock(lock_path)):
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
@@ -195,11 +167,6 @@ def gather_targets(opts: dict) -> tuple[list[dict], list[dict]]:
     return list(unique.values()), missing
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip()[:200] if lines else ""
-
-
 def run(opts: dict) -> dict:
     targets, missing = gather_targets(opts)
     timeout, app_path = float(opts["module_timeout"]), opts["app_path"]
@@ -208,7 +175,7 @@ def run(opts: dict) -> dict:
     modules = missing + sorted(results, key=lambda r: r["module"])
     failed = [m for m in modules if m["status"] == "fail"]
     warnings = [
-        f"{m['module']}: {m['class']}: {last_line(m['error'])}"
+        f"{m['module']}: {m['class']}: {runner.last_line(m['error'])}"
         for m in modules
         if m["class"] and m["status"] != "fail"
     ]
@@ -224,49 +191,5 @@ def run(opts: dict) -> dict:
     return result("fail", reason, details, evidence, warnings)
 
 
-# --- boilerplate shared (by copy) by every probe ------------------------------------------
-
-
-def result(status, reason, details=None, evidence="", warnings=()) -> dict:
-    return {
-        "probe": PROBE,
-        "status": status,
-        "reason": reason.splitlines()[0][:300] if reason else "",
-        "details": details or {},
-        "evidence": evidence[-2000:],
-        "warnings": list(warnings),
-    }
-
-
-def load_options(argv: list[str]) -> dict:
-    """Options from the JSON file named by argv[1]; stdin when it is absent or "-"."""
-    source = argv[1] if len(argv) > 1 else "-"
-    if source != "-":
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    else:
-        text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-    return {**DEFAULTS, **json.loads(text or "{}")}
-
-
-def main(argv: list[str]) -> int:
-    # Whatever the probed libraries write to fd 1 goes to stderr; the JSON line keeps stdout.
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    try:
-        res = run(load_options(argv))
-    except (Exception, SystemExit) as exc:
-        res = result(
-            "error", f"probe raised {type(exc).__name__}: {exc}", None, traceback.format_exc()
-        )
-    out.write(json.dumps(res) + "\n")
-    out.flush()
-    return EXIT_CODES[res["status"]]
-
-
 if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: some CUDA/ML libraries crash or hang in it
+    runner.main(PROBE, DEFAULTS, run)

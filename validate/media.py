@@ -1,7 +1,7 @@
 """Probe: the image's video and audio stack round-trips real files.
 
-Run inside the image as ``python -I validate/media.py OPTIONS_JSON`` (``-`` or no argument:
-options on stdin). Standalone on purpose: standard library only, no sibling imports.
+Run inside the image as ``python -I validate/media.py OPTIONS_JSON`` (see ``_runner.py``:
+options, output, exit codes). Standard library only.
 
 Sub-checks: ffmpeg runs; an MP4 written with imageio (libx264, else mpeg4) reads back with
 decord and PyAV with the right frame count and size; a WAV written with soundfile reads back
@@ -13,19 +13,22 @@ does not work fails the probe. Files are written only under a temporary director
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
 import wave
+from pathlib import Path
 
 PROBE = "media"
 DEFAULTS = {"require": [], "frames": 16, "size": 32, "timeout": 60}
-EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
+# The shared runner (options, output, exit codes), by path: never put validate/ on sys.path.
+_RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
+runner = importlib.util.module_from_spec(_RUNNER)
+_RUNNER.loader.exec_module(runner)
+result = runner.results_for(PROBE)
 
 
 class Skip(Exception):
@@ -195,49 +198,5 @@ def run(opts: dict) -> dict:
     return verdict(details, require)
 
 
-# --- boilerplate shared (by copy) by every probe ------------------------------------------
-
-
-def result(status, reason, details=None, evidence="", warnings=()) -> dict:
-    return {
-        "probe": PROBE,
-        "status": status,
-        "reason": reason.splitlines()[0][:300] if reason else "",
-        "details": details or {},
-        "evidence": evidence[-2000:],
-        "warnings": list(warnings),
-    }
-
-
-def load_options(argv: list[str]) -> dict:
-    """Options from the JSON file named by argv[1]; stdin when it is absent or "-"."""
-    source = argv[1] if len(argv) > 1 else "-"
-    if source != "-":
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    else:
-        text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-    return {**DEFAULTS, **json.loads(text or "{}")}
-
-
-def main(argv: list[str]) -> int:
-    # Whatever the probed libraries write to fd 1 goes to stderr; the JSON line keeps stdout.
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    try:
-        res = run(load_options(argv))
-    except (Exception, SystemExit) as exc:
-        res = result(
-            "error", f"probe raised {type(exc).__name__}: {exc}", None, traceback.format_exc()
-        )
-    out.write(json.dumps(res) + "\n")
-    out.flush()
-    return EXIT_CODES[res["status"]]
-
-
 if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: some CUDA/ML libraries crash or hang in it
+    runner.main(PROBE, DEFAULTS, run)

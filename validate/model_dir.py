@@ -1,15 +1,15 @@
 """Probe: inspect a model directory (diffusers or Wan native layout) without loading tensors.
 
-Standalone: standard library only (torch, when importable, for free GPU memory); never imports
-builder. `builder inspect` loads this file too. As a probe, inside an image:
+Standard library only (torch, when importable, for free GPU memory); never imports builder.
+`builder inspect` loads this file and calls `run`. As a probe, inside an image:
 
-    python -I validate/model_dir.py OPTIONS_JSON_FILE
+    python -I validate/model_dir.py OPTIONS_JSON      # see _runner.py: output, exit codes
     options: {"model_dir": str, "min_gpu_memory_gb": number | null}
 
-The last stdout line is one JSON object; the exit status is 0 for pass and skipped, else 1:
+The answer is one JSON line (the shared runner's record, with these details):
 
     {"probe": "model-dir", "status": "pass" | "fail" | "error" | "skipped", "reason": str,
-     "evidence": str, "details": {
+     "evidence": str, "warnings": [], "details": {
         "model_dir": str,
         "layout": "diffusers" | "wan-native" | "unknown",
         "pipeline": str,              # WanPipeline, wan.WanT2V, ... or "unknown"
@@ -37,17 +37,23 @@ error finding naming it, so the answer is always one line of strict JSON.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import stat
 import struct
-import sys
-import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
 PROBE = "model-dir"
+DEFAULTS = {"model_dir": None, "min_gpu_memory_gb": None}
+# The shared runner (options, output, exit codes), by path: never put validate/ on sys.path.
+_RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
+runner = importlib.util.module_from_spec(_RUNNER)
+_RUNNER.loader.exec_module(runner)
+result = runner.results_for(PROBE)
+
 GIB = 1024**3
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 OTHER_WEIGHTS = (".pth", ".bin", ".pt", ".ckpt")
@@ -56,7 +62,7 @@ VAES = {"Wan2.2_VAE.pth": "2.2", "Wan2.1_VAE.pth": "2.1"}
 T5 = "models_t5_umt5-xxl-enc-bf16.pth"
 CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 DIT = "diffusion_pytorch_model"
-VARIANTS = frozenset({"fp16", "bf16", "fp32", "fp8", "half"})
+DTYPE_SUFFIXES = frozenset({"fp16", "bf16", "fp32", "fp8", "half"})  # model.fp16.safetensors
 NATIVE_MARKERS = (*VAES, T5, *EXPERTS)
 NATIVE_PIPELINES = {
     "t2v": "wan.WanT2V",
@@ -249,7 +255,7 @@ def _why(exc: Exception) -> str:
 
 def _drop_variants(files: list[Path]) -> list[Path]:
     """`model.fp16.safetensors` is a variant of `model.safetensors`: count one of them."""
-    plain = [path for path in files if Path(path.stem).suffix.lstrip(".") not in VARIANTS]
+    plain = [path for path in files if Path(path.stem).suffix.lstrip(".") not in DTYPE_SUFFIXES]
     return plain or files
 
 
@@ -558,16 +564,6 @@ def evidence(details: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def result(status: str, reason: str, details: dict[str, Any], text: str = "") -> dict[str, Any]:
-    return {
-        "probe": PROBE,
-        "status": status,
-        "reason": reason,
-        "details": details,
-        "evidence": text,
-    }
-
-
 def run(options: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     """The probe's answer for its options; `gpu` is free device memory when known."""
     model_dir = options.get("model_dir")
@@ -604,29 +600,5 @@ def cuda_memory() -> dict[str, Any] | None:
     return {"device": torch.cuda.get_device_name(0), "free_bytes": free, "total_bytes": total_bytes}
 
 
-def _forget_own_folder() -> None:
-    """Before 3.11, -I keeps the script's folder on sys.path, and validate/numpy.py would shadow
-    the numpy that torch imports."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != here]
-
-
-def main(argv: list[str]) -> int:
-    _forget_own_folder()
-    try:
-        options = json.loads(Path(argv[1]).read_text())
-        answer = run(options, cuda_memory())
-    except Exception as exc:  # a probe always answers with one JSON line
-        reason = f"{type(exc).__name__}: {exc}"
-        answer = result("error", reason, {}, traceback.format_exc())
-    try:
-        line = json.dumps(answer, allow_nan=False)
-    except ValueError as exc:  # NaN or Infinity: not JSON, so answer that instead
-        answer = result("error", f"the answer holds a number JSON cannot carry: {exc}", {})
-        line = json.dumps(answer)
-    print(line)
-    return 0 if answer["status"] in ("pass", "skipped") else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    runner.main(PROBE, DEFAULTS, lambda options: run(options, cuda_memory()))

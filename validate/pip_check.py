@@ -1,7 +1,7 @@
 """Probe ``pip-check``: every installed distribution's requirements are met by what is installed.
 
-Run inside the image as ``python -I validate/pip_check.py OPTIONS_JSON`` (``-`` or no argument:
-options on stdin). Standalone on purpose: standard library only, no sibling imports.
+Run inside the image as ``python -I validate/pip_check.py OPTIONS_JSON`` (see ``_runner.py``:
+options, output, exit codes). Standard library only.
 
 Uses ``pip check`` when pip is importable; final images often drop pip, so the same check is
 also implemented on importlib.metadata (option ``method``: "auto", "pip" or "metadata").
@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
-import os
 import re
 import subprocess
 import sys
-import traceback
+from pathlib import Path
 
 PROBE = "pip-check"
 DEFAULTS = {"method": "auto", "timeout": 300}
-EXIT_CODES = {"pass": 0, "skipped": 0, "fail": 1, "error": 2}
+# The shared runner (options, output, exit codes), by path: never put validate/ on sys.path.
+_RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
+runner = importlib.util.module_from_spec(_RUNNER)
+_RUNNER.loader.exec_module(runner)
+result = runner.results_for(PROBE)
 
 PIP_LINE = re.compile(
     r"^(?P<distribution>\S+) (?P<version>\S+) (?:requires (?P<missing>\S+), which is not installed"
@@ -31,47 +33,13 @@ REQUIREMENT = re.compile(
 )
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def release(version: str) -> tuple[int, ...]:
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
-
-
-def clause_ok(version: tuple[int, ...], op: str, target: str) -> bool:
-    if target.endswith(".*"):
-        prefix = release(target[:-2])
-        return (version[: len(prefix)] == prefix) == (op == "==")
-    wanted = release(target)
-    width = max(len(version), len(wanted))
-    have, want = version + (0,) * (width - len(version)), wanted + (0,) * (width - len(wanted))
-    if op == "~=":
-        return have >= want and have[: len(wanted) - 1] == wanted[:-1]
-    compare = {"==": have == want, "===": have == want, "!=": have != want}
-    compare.update({"<": have < want, "<=": have <= want, ">": have > want, ">=": have >= want})
-    return compare[op]
-
-
-def spec_ok(version: str, spec: str) -> bool:
-    """PEP 440 subset for images without packaging: <, <=, >, >=, ==, !=, ~= and .* on releases."""
-    for clause in filter(None, (c.strip() for c in spec.split(","))):
-        match = re.match(r"(~=|===|==|!=|<=|>=|<|>)\s*(\S+)$", clause)
-        if not match:
-            raise ValueError(f"unsupported specifier clause {clause!r}")
-        if not clause_ok(release(version), *match.groups()):
-            return False
-    return True
-
-
 def installed_versions() -> dict[str, str]:
     """{canonical name: version}; the first distribution on sys.path wins, as for imports."""
     found: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found.setdefault(canonical(name), dist.version)
+            found.setdefault(runner.canonical(name), dist.version)
     return found
 
 
@@ -100,25 +68,15 @@ def parse_requirement_stdlib(text: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2).strip()
 
 
-def satisfied(version: str, spec: str) -> bool:
-    if not spec:
-        return True
-    try:
-        from packaging.specifiers import SpecifierSet
-    except ImportError:
-        return spec_ok(version, spec)
-    return SpecifierSet(spec).contains(version, prereleases=True)
-
-
 def requirement_problem(req_text: str, have: dict[str, str]) -> dict | None:
     parsed = parse_requirement(req_text)
     if parsed is None:
         return None
     name, spec = parsed
-    version = have.get(canonical(name))
+    version = have.get(runner.canonical(name))
     if version is None:
         return {"requirement": req_text, "problem": "not installed"}
-    if not satisfied(version, spec):
+    if spec and not runner.satisfies(version, spec)[0]:
         return {"requirement": req_text, "problem": f"{name} {version} is installed"}
     return None
 
@@ -127,7 +85,7 @@ def metadata_check() -> tuple[list[dict], list[str]]:
     """(conflicts, warnings) computed from importlib.metadata alone."""
     have, conflicts, unchecked, seen = installed_versions(), [], [], set()
     for dist in importlib.metadata.distributions():
-        name = canonical(dist.metadata["Name"] or "")
+        name = runner.canonical(dist.metadata["Name"] or "")
         if name and name not in seen:
             seen.add(name)
             for req_text in dist.requires or []:
@@ -155,7 +113,7 @@ def pip_conflict(line: str) -> dict:
     problem = f"{found['have']} is installed" if found["have"] else "not installed"
     requirement = found["requirement"] or found["missing"]
     return {
-        "distribution": canonical(found["distribution"]),
+        "distribution": runner.canonical(found["distribution"]),
         "version": found["version"],
         "requirement": requirement,
         "problem": problem,
@@ -199,49 +157,5 @@ def run(opts: dict) -> dict:
     return result("fail", reason, details, raw, warnings)
 
 
-# --- boilerplate shared (by copy) by every probe ------------------------------------------
-
-
-def result(status, reason, details=None, evidence="", warnings=()) -> dict:
-    return {
-        "probe": PROBE,
-        "status": status,
-        "reason": reason.splitlines()[0][:300] if reason else "",
-        "details": details or {},
-        "evidence": evidence[-2000:],
-        "warnings": list(warnings),
-    }
-
-
-def load_options(argv: list[str]) -> dict:
-    """Options from the JSON file named by argv[1]; stdin when it is absent or "-"."""
-    source = argv[1] if len(argv) > 1 else "-"
-    if source != "-":
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    else:
-        text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-    return {**DEFAULTS, **json.loads(text or "{}")}
-
-
-def main(argv: list[str]) -> int:
-    # Whatever the probed libraries write to fd 1 goes to stderr; the JSON line keeps stdout.
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    try:
-        res = run(load_options(argv))
-    except (Exception, SystemExit) as exc:
-        res = result(
-            "error", f"probe raised {type(exc).__name__}: {exc}", None, traceback.format_exc()
-        )
-    out.write(json.dumps(res) + "\n")
-    out.flush()
-    return EXIT_CODES[res["status"]]
-
-
 if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: some CUDA/ML libraries crash or hang in it
+    runner.main(PROBE, DEFAULTS, run)

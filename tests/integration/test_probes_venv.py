@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from builder.resources import GENERATE_VARIANTS
 from tests.conftest import NVIDIA, run_probe_script
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = ["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio"]
+VARIANTS = list(GENERATE_VARIANTS)
 # What pip-compile leaves out of a lock unless asked (--allow-unsafe).
 UNSAFE = {"pip", "setuptools", "wheel"}
 

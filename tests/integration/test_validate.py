@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 import pytest
 
 from builder.report import load_report
+from builder.resources import GENERATE_VARIANTS
 from tests.conftest import FIXTURES, ROOT, SYSTEM_CA, WHEELS, run_cli
 from tests.integration.test_report_browser import Dom, browse
 
@@ -26,7 +27,7 @@ indexes: {{ca_bundle: {ca}}}
 probes: {probes}
 {extra}
 """
-VARIANTS = ["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b", "i2v", "multitalk-audio"]
+VARIANTS = list(GENERATE_VARIANTS)
 
 
 def small(

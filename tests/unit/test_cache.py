@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder import cache
+from builder.records import Verdict
 from tests.conftest import FIXTURES
 
 ENTRIES = FIXTURES / "reports" / "cache"  # one stored entry per file, good.json the only valid one
@@ -57,6 +58,13 @@ def test_an_entry_that_is_not_a_valid_cell_is_a_miss_with_a_problem_naming_the_f
     assert entry.problem is not None
     assert entry.problem.startswith(f"{tmp_path / KEY}.json: ")
     assert problem in entry.problem and entry.problem.endswith("; ignoring it")
+
+
+def test_a_stored_verdict_reads_back_exactly_even_without_optional_build_keys() -> None:
+    record = json.loads((ENTRIES / "good.json").read_text())
+    assert "cell_id" not in record["build"]  # the schema lets a build record leave it out
+    fields = ("status", "reason", "build", "probes")
+    assert Verdict.from_json(record).to_json() == {k: record[k] for k in fields}
 
 
 def test_a_wrong_field_in_an_otherwise_good_entry_is_named_by_its_json_path(

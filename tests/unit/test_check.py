@@ -40,10 +40,10 @@ from builder.check import (
     rule_wheels,
     supported_tags,
 )
+from builder.check.metadata import PYPI, IndexCache, MetadataError, Sources, Wheelhouse
 from builder.cli import cli
 from builder.lock import Resolution, header, inputs_digest, lock_path, normalize
 from builder.matrix import Cell, load_matrix, parse_matrix
-from builder.metadata import PYPI, IndexCache, MetadataError, Sources, Wheelhouse
 from builder.profiles import load_profiles
 from builder.settings import Settings
 
@@ -549,7 +549,7 @@ def test_an_unreachable_index_is_given_up_after_three_failures(tmp_path: Path) -
 
 
 def test_an_unreachable_index_is_its_own_finding_not_a_conflict() -> None:
-    from builder.check import _unresolved
+    from builder.check.resolution import _unresolved
     from builder.matrix import parse_matrix
 
     text = (

@@ -17,6 +17,7 @@ from builder.probe import ImageTarget, run_probe
 class FakeContainer:
     def __init__(self, wait_error: Exception, status: str = "running") -> None:
         self.id, self.status, self.wait_error, self.killed = "c1", status, wait_error, False
+        self.attrs = {"State": {"OOMKilled": False}}
 
     def start(self) -> None: ...
 
@@ -42,9 +43,6 @@ class FakeClient:
 
     def create(self, *args: Any, **kwargs: Any) -> FakeContainer:
         return self.container
-
-    def inspect_container(self, cid: str) -> dict[str, Any]:
-        return {"State": {"OOMKilled": False}}
 
 
 def engine_with(container: FakeContainer) -> DockerEngine:

@@ -367,14 +367,14 @@ def test_the_probe_prints_one_json_object_as_its_last_line(tmp_path: Path) -> No
     model = diffusers_model(tmp_path / "model")
     code, answer = run_probe(tmp_path, {"model_dir": str(model), "min_gpu_memory_gb": 24})
     assert code == 0
-    assert sorted(answer) == ["details", "evidence", "probe", "reason", "status"]
+    assert sorted(answer) == ["details", "evidence", "probe", "reason", "status", "warnings"]
     assert (answer["probe"], answer["status"]) == ("model-dir", "pass")
     assert answer["evidence"].startswith("diffusers layout: pipeline WanPipeline")
 
 
 @pytest.mark.parametrize(
     ("options", "code", "status"),
-    [({}, 0, "skipped"), ({"model_dir": "/no/such/model"}, 1, "error"), ([], 1, "error")],
+    [({}, 0, "skipped"), ({"model_dir": "/no/such/model"}, 2, "error"), ([], 2, "error")],
 )
 def test_the_probe_answers_skipped_or_error_in_json(
     tmp_path: Path, options: object, code: int, status: str
@@ -534,5 +534,5 @@ def test_an_infinite_gpu_memory_is_exit_2_naming_the_option(tmp_path: Path) -> N
 def test_the_probe_refuses_a_non_finite_gpu_memory_in_its_options(tmp_path: Path) -> None:
     model = diffusers_model(tmp_path / "model")
     code, answer = run_probe(tmp_path, {"model_dir": str(model), "min_gpu_memory_gb": math.inf})
-    assert (code, answer["status"]) == (1, "error")
+    assert (code, answer["status"]) == (2, "error")
     assert answer["reason"] == "min_gpu_memory_gb: not a finite positive number: inf"

@@ -1,4 +1,5 @@
-"""Lock files: parsing, headers and staleness, diffs, atomic writes, uv's failure explained."""
+"""Lock files: parsing, headers and staleness, diffs, atomic writes, uv's failure explained,
+and locking through any resolver (pip-tools with a fake engine)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from typing import Any
 import pytest
 
 from builder import lock
+from builder.engine import Mount, RunOutcome
 from builder.errors import InputError
 from builder.files import write_atomic
 from builder.lock import (
     LockResult,
+    Resolution,
     diff_locks,
     explain_failure,
     header,
     inputs_digest,
+    lock_cell,
     lock_path,
     parse_lock,
     read_lock,
@@ -25,6 +29,7 @@ from builder.lock import (
 )
 from builder.log import Log
 from builder.matrix import parse_matrix
+from builder.piptools import PipToolsResolver
 from builder.settings import Settings
 from tests.conftest import run_cli
 
@@ -206,3 +211,65 @@ def test_one_cells_crash_is_that_cells_error_and_the_others_lock(
     first, second = lock.lock_cells(matrix, matrix.cells, Settings(), Log(verbosity=-1), jobs=2)
     assert not first.ok and first.error and "internal error" in first.error
     assert second.ok
+
+
+class Named:
+    """A resolver that answers a fixed body, recording what it was asked."""
+
+    def __init__(self, name: str, body: str = NEW) -> None:
+        self.name, self.body, self.asked = name, body, []
+
+    def resolve(self, cell: Any, settings: Any, **request: Any) -> Resolution:
+        self.asked.append(request)
+        return Resolution(ok=True, body=self.body)
+
+
+def test_any_resolver_locks_a_cell_and_its_name_keeps_the_lock_fresh(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    cell = matrix.cells[0]
+    resolver = Named("pip-tools")
+    assert lock_cell(matrix, cell, Settings(), resolver=resolver).changed
+    lock = read_lock(lock_path(matrix, cell))
+    assert lock is not None and "# resolver: pip-tools; python 3.11;" in lock.header
+    assert lock.resolver == "pip-tools" and stale_reason(matrix, cell) is None
+    assert lock_cell(matrix, cell, Settings(), resolver=Named("uv")).changed  # another digest
+
+
+def test_a_resolver_gets_the_old_lock_to_keep_its_pins_unless_upgrading(tmp_path: Path) -> None:
+    matrix = matrix_at(tmp_path)
+    resolver = Named("uv")
+    lock_cell(matrix, matrix.cells[0], Settings(), resolver=resolver)
+    lock_cell(matrix, matrix.cells[0], Settings(), resolver=resolver, upgrade_packages=["six"])
+    lock_cell(matrix, matrix.cells[0], Settings(), resolver=resolver, upgrade=True)
+    previous = [asked["previous"] for asked in resolver.asked]
+    assert previous[0] is None and "numpy==1.26.4" in previous[1] and previous[2] is None
+    assert resolver.asked[1]["upgrade_packages"] == ["six"] and resolver.asked[2]["upgrade"]
+
+
+class OneContainer:
+    """An engine whose one container writes `out.txt` as pip-compile would."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+
+    def run(self, image: str, argv: Any, **options: Any) -> RunOutcome:
+        self.runs.append({"image": image, "argv": argv, **options})
+        work = next(m.source for m in options["mounts"] if m.target == "/work")
+        (work / "out.txt").write_text(NEW)
+        return RunOutcome(exit_code=0, stdout="", stderr="", seconds=0.1)
+
+
+def test_pip_tools_compiles_in_a_container_of_the_cells_base(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    matrix = matrix_at(tmp_path, MATRIX + "indexes:\n  wheelhouse: [wheels]\n")
+    engine = OneContainer()
+    result = PipToolsResolver(engine).resolve(matrix.cells[0], Settings())  # type: ignore[arg-type]
+    assert result.ok and result.body == NEW
+    run = engine.runs[0]
+    assert run["image"] == "debian:bookworm" and run["network"]
+    assert Mount(wheels, "/wheelhouse/0") in run["mounts"]
+    script = run["argv"][-1]
+    assert "--find-links /wheelhouse/0" in script and "python3.11 -m venv" in script

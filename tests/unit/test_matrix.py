@@ -89,6 +89,21 @@ indexes:
     )
 
 
+def test_a_cells_indexes_become_pip_options_with_wheelhouses_where_the_resolver_sees_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "wheels").mkdir()
+    text = BASES + (
+        "axes: {base: [cpu]}\nindexes:\n  index_url: https://example.org/simple\n"
+        "  extra_index_urls: [https://example.org/extra]\n  wheelhouse: [wheels]\n"
+    )
+    indexes = load(text, tmp_path).cells[0].indexes
+    urls = ["--index-url", "https://example.org/simple", "--extra-index-url"]
+    urls.append("https://example.org/extra")
+    assert indexes.pip_args() == [*urls, "--find-links", str((tmp_path / "wheels").resolve())]
+    assert indexes.pip_args(["/wheelhouse/0"]) == [*urls, "--find-links", "/wheelhouse/0"]
+
+
 # GitHub Actions include/exclude rules, case by case (docs: "Expanding or adding matrix configurations").
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builder.backends import VenvBackend
 from builder.log import Log
 from builder.matrix import load_matrix
-from builder.settings import Settings
 from builder.pipeline import Session, ValidateOptions, cache_key
+from builder.settings import Settings
 
 MATRIX = """version: 1
 bases:
@@ -24,7 +25,9 @@ PROFILE = "name: mine\nsource: tests\nimports: [{module}]\n"
 def key_for(root: Path) -> str:
     matrix = load_matrix(root / "matrix.yaml")
     options = ValidateOptions(engine="venv", output=root / "out", cache_dir=root / "cache")
-    session = Session(matrix, options, Settings(), Log(verbosity=-1), None, None)
+    log = Log(verbosity=-1)
+    backend = VenvBackend(matrix=matrix, settings=Settings(), log=log)
+    session = Session(matrix=matrix, options=options, settings=Settings(), log=log, backend=backend)
     return cache_key(session, matrix.cells[0], None)
 
 

@@ -7,16 +7,19 @@ its site-packages stand in for installed distributions, which is exactly what th
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
+import textwrap
 import venv
 from pathlib import Path
 
 import packaging
 import pytest
 
-from builder.probe import SCRIPTS
+from builder import matrix
+from builder.resources import GENERATE_VARIANTS, PROBES
 from tests.conftest import NVIDIA, VALIDATE, run_probe_script
 
 
@@ -98,9 +101,31 @@ def test_a_probe_that_breaks_reports_error_with_its_traceback(bare: Venv, tmp_pa
     assert "Traceback" in result["evidence"]
 
 
+def assigned(script: str, name: str) -> ast.expr:
+    """The value a probe file assigns to a module-level name, read without importing it."""
+    tree = ast.parse((VALIDATE / script).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == [name]:
+            return node.value
+    raise AssertionError(f"{script} assigns no {name}")
+
+
+def test_probe_names_scripts_and_generate_variants_come_from_one_source() -> None:
+    files = {path.name for path in VALIDATE.glob("*.py")} - {"_runner.py"}
+    assert set(PROBES.values()) <= files, "a probe in builder.resources.PROBES has no script"
+    assert files <= set(PROBES.values()), "a script in validate/ is not in PROBES"
+    for name, script in PROBES.items():
+        assert ast.literal_eval(assigned(script, "PROBE")) == name, script
+    table = assigned("generate.py", "VARIANTS")
+    assert isinstance(table, ast.Dict)
+    assert tuple(ast.literal_eval(key) for key in table.keys if key) == GENERATE_VARIANTS
+    assert tuple(PROBES) == matrix.PROBES
+    assert tuple(name for name in PROBES if name != "model-dir") == matrix.DEFAULT_PROBES
+
+
 def test_probes_import_only_the_standard_library_at_top_level() -> None:
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    for script in SCRIPTS.values():
+    for script in [*PROBES.values(), "_runner.py"]:
         tree = ast.parse((VALIDATE / script).read_text())
         for node in tree.body:
             if isinstance(node, ast.Import | ast.ImportFrom):
@@ -246,3 +271,120 @@ def test_pip_check_through_pip_agrees_with_the_metadata_check(tmp_path: Path) ->
     for conflict in by_pip["details"]["conflicts"]:
         del conflict["text"]
     assert by_pip["details"]["conflicts"] == by_metadata["details"]["conflicts"]
+
+
+# --- the shared runner, validate/_runner.py ----------------------------------------------------
+
+FAKE = """\
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+PROBE = "fake"
+DEFAULTS = {{"say": "hello", "n": 1}}
+_RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
+runner = importlib.util.module_from_spec(_RUNNER)
+_RUNNER.loader.exec_module(runner)
+result = runner.results_for(PROBE)
+
+
+def run(options):
+{body}
+
+
+if __name__ == "__main__":
+    runner.main(PROBE, DEFAULTS, run)
+"""
+
+
+def fake_probe(tmp_path: Path, body: str) -> Path:
+    """A probe whose run(options) is `body`, in a folder of its own next to the runner."""
+    folder = tmp_path / "probes"
+    folder.mkdir()
+    shutil.copy(VALIDATE / "_runner.py", folder)
+    script = folder / "fake.py"
+    script.write_text(FAKE.format(body=textwrap.indent(body, "    ")))
+    return script
+
+
+def run_fake(script: Path, *args: str, stdin: str = "", flags=("-I",)) -> tuple[int, dict, str]:
+    """(exit code, result, stderr) of a fake probe, checking that stdout is one JSON line."""
+    argv = [sys.executable, *flags, str(script), *args]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    assert len(proc.stdout.splitlines()) == 1, proc.stdout
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+ECHO = 'return result("pass", "echo", options)'
+
+
+def test_the_runner_reads_options_from_a_file_over_the_probes_defaults(tmp_path: Path) -> None:
+    options = tmp_path / "options.json"
+    options.write_text('{"n": 2}')
+    code, answer, _ = run_fake(fake_probe(tmp_path, ECHO), str(options))
+    assert (code, answer["details"]) == (0, {"say": "hello", "n": 2})
+
+
+@pytest.mark.parametrize("args", [(), ("-",)], ids=["no argument", "dash"])
+def test_the_runner_reads_options_from_stdin_without_a_file(tmp_path: Path, args) -> None:
+    code, answer, _ = run_fake(fake_probe(tmp_path, ECHO), *args, stdin='{"say": "hi"}')
+    assert (code, answer["details"]) == (0, {"say": "hi", "n": 1})
+
+
+def test_what_a_probe_prints_goes_to_stderr_and_stdout_keeps_one_json_line(
+    tmp_path: Path,
+) -> None:
+    body = """\
+print("chatter from a library")
+os.write(1, b"chatter on fd 1\\n")
+return result("fail", "first line\\nsecond line", {}, "x" * 3000, ["careful"])
+"""
+    code, answer, err = run_fake(fake_probe(tmp_path, body), "-")
+    assert "chatter from a library" in err and "chatter on fd 1" in err
+    assert (code, answer["probe"], answer["status"], answer["reason"]) == (
+        1,
+        "fake",
+        "fail",
+        "first line",
+    )
+    assert (len(answer["evidence"]), answer["warnings"]) == (2000, ["careful"])
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('raise RuntimeError("boom")', "probe raised RuntimeError: boom"),
+        ("sys.exit(0)", "probe raised SystemExit: 0"),
+    ],
+    ids=["exception", "sys.exit"],
+)
+def test_a_probe_that_crashes_is_an_error_with_its_traceback_and_exit_2(
+    tmp_path: Path, body: str, reason: str
+) -> None:
+    code, answer, _ = run_fake(fake_probe(tmp_path, body), "-")
+    assert (code, answer["status"], answer["reason"]) == (2, "error", reason)
+    assert "Traceback" in answer["evidence"]
+
+
+def test_a_result_that_is_not_strict_json_is_an_error(tmp_path: Path) -> None:
+    body = 'return result("pass", "not a number", {"x": float("nan")})'
+    code, answer, _ = run_fake(fake_probe(tmp_path, body), "-")
+    assert (code, answer["status"]) == (2, "error")
+    assert answer["reason"].startswith("the result is not JSON")
+
+
+def test_the_probes_folder_is_off_sys_path_even_without_isolated_mode(tmp_path: Path) -> None:
+    script = fake_probe(tmp_path, 'return result("pass", "", {"path": sys.path})')
+    _, answer, _ = run_fake(script, "-", flags=())
+    assert str(script.parent) not in [
+        str(Path(p or ".").resolve()) for p in answer["details"]["path"]
+    ]
+
+
+def test_the_model_dir_probe_answers_like_every_probe_and_exits_2_on_error(
+    bare: Venv, tmp_path: Path
+) -> None:
+    assert run_probe(bare.python, "model-dir", None, stdin="{}")["status"] == "skipped"
+    missing = {"model_dir": str(tmp_path / "no-such-model")}
+    assert run_probe(bare.python, "model-dir", missing)["status"] == "error"  # exit 2, checked

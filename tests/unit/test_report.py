@@ -25,6 +25,7 @@ from builder.report import (
     evidence_line,
     load_report,
     merge_reports,
+    parse_report,
     render,
     render_diff,
     render_html,
@@ -32,7 +33,6 @@ from builder.report import (
     render_markdown,
     report_schema,
     run_report,
-    parse_report,
 )
 from tests.conftest import FIXTURES, Run, run_cli
 

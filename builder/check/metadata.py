@@ -108,7 +108,7 @@ class File:
         except InvalidSpecifier:
             return True  # an unreadable Requires-Python is ignored by installers too
 
-    def to_json(self) -> list[Any]:
+    def to_json(self) -> list[str | int | None]:
         return [self.filename, self.requires_python, int(self.yanked)]
 
 
@@ -156,6 +156,17 @@ class Metadata(Protocol):
 
 
 # ---------------------------------------------------------------- one index, cached
+
+
+def read_cached(path: Path, max_age: float | None) -> Any:
+    """A JSON cache file's content; None when it is missing, unreadable or older than `max_age`
+    seconds (None: any age)."""
+    try:
+        if max_age is not None and time.time() - path.stat().st_mtime > max_age:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def slug(url: str) -> str:
@@ -233,13 +244,7 @@ class IndexCache:
 
     def _cached(self, path: Path, max_age: float | None) -> dict[str, Any] | None:
         """A cache file's content; stale ones count as missing unless offline."""
-        try:
-            stale = max_age is not None and time.time() - path.stat().st_mtime > max_age
-            if stale and self.fetch is not None:
-                return None
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        data = read_cached(path, max_age if self.fetch is not None else None)
         return data if isinstance(data, dict) else None
 
     def _fetch_project(self, key: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.probe import ImageTarget, Target, VenvTarget
 from builder.records import BuildRecord, Status, Verdict
-from builder.render import Rendered, render_cell
+from builder.render import Rendered, app_tree, render_cell, write_app
 from builder.resources import data_dir
 from builder.settings import Settings
 
@@ -63,7 +63,9 @@ class ImageBackend:
 
     def render(self, cell: Cell) -> Rendered:
         secrets = self.settings.secret_files(cell.indexes.ca_bundle).values()
-        return render_cell(self.matrix, cell, self.output, self.log, secrets=secrets)
+        return render_cell(
+            self.matrix, cell, self.output, self.log, secrets=secrets, settings=self.settings
+        )
 
     def key_parts(self, cell: Cell, rendered: Rendered | None) -> dict[str, Any]:
         assert rendered is not None, "an image cell is rendered before its key is made"
@@ -122,11 +124,24 @@ class VenvBackend:
             inputs,
             data_dir("validate"),
             str(inputs / "lock.txt"),
-            str(cell.app.path) if cell.app else None,
+            self._app_dir(cell, inputs),
             self.isolation,
             self.settings.environ.get("PATH", "/usr/bin:/bin"),
         )
         return Setup(target)
+
+    def _app_dir(self, cell: Cell, inputs: Path) -> str | None:
+        """The app the probes run in: `app.path` itself, or, for a clone or `app.files`, the
+        app as the image would hold it, written under the cell's inputs."""
+        if cell.app is None:
+            return None
+        if cell.app.git is None and not cell.app.files:
+            return str(cell.app.path)
+        tree = app_tree(cell, self.settings, self.log)
+        assert tree is not None
+        secrets = self.settings.secret_files(cell.indexes.ca_bundle).values()
+        write_app(cell, tree, inputs / "app", list(secrets), self.log)
+        return str(inputs / "app")
 
 
 def _unprepared(cell: Cell, prepared: venv.Prepared) -> Verdict:

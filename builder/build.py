@@ -19,7 +19,7 @@ from builder.lock import require_fresh
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.records import BuildRecord
-from builder.render import Rendered, image_tag, render_cell
+from builder.render import Rendered, failed_step, image_tag, render_cell
 from builder.settings import Settings
 
 
@@ -54,7 +54,7 @@ def build_cell(
     tag = image_tag(cell, registry or matrix.registry)
     if rendered is None:
         files = settings.secret_files(cell.indexes.ca_bundle).values()
-        rendered = render_cell(matrix, cell, output, log, secrets=files)
+        rendered = render_cell(matrix, cell, output, log, secrets=files, settings=settings)
     log_path = output / f"{cell.id}.build.log"
     with build_secrets(cell, settings) as secrets:
         outcome = engine.build(rendered.directory, tag, secrets, log_path, no_cache)
@@ -69,7 +69,7 @@ def build_cell(
         cached_steps=outcome.cached_steps,
         total_steps=outcome.total_steps,
         lock_sha256=rendered.lock_sha256,
-        error=None if outcome.ok else "docker build failed",
+        error=None if outcome.ok else _build_error(outcome.log_tail),
     )
     if not outcome.ok:
         return record
@@ -81,6 +81,12 @@ def build_cell(
         except EngineFailure as exc:
             return replace(record, ok=False, size=size, error=str(exc))
     return replace(record, size=size, digest=digest)
+
+
+def _build_error(log_tail: str) -> str:
+    """The build's error: which user step failed, when BuildKit's log tells."""
+    step = failed_step(log_tail)
+    return f"docker build failed at step {step!r}" if step else "docker build failed"
 
 
 def build_cells(

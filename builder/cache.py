@@ -22,7 +22,7 @@ from typing import Any
 
 from builder.errors import InputError
 from builder.files import read_text, write_atomic
-from builder.records import Status, schema_problems, validate_cell_record
+from builder.records import Status, cell_record_problem, schema_problems
 
 VERSION = 1
 SKIP_PARTS = ("wheelhouse",)  # wheel bytes are pinned by the lock's hashes already
@@ -110,7 +110,7 @@ def entry_problem(data: object) -> str | None:
     """Why `data` is not a cached result (a report cell plus a `finished` time), or None."""
     if not isinstance(data, dict):
         return f"$: not a cell record but {type(data).__name__}"
-    problem = validate_cell_record({k: v for k, v in data.items() if k != "finished"})
+    problem = cell_record_problem({k: v for k, v in data.items() if k != "finished"})
     if problem is not None:
         return problem
     if data["status"] not in CACHED:

@@ -120,7 +120,7 @@ def render(ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], output
     settings = _settings(ctx)
     for cell in select_cells(matrix, cells):
         secrets = settings.secret_files(cell.indexes.ca_bundle).values()
-        written = render_cell(matrix, cell, output, _log(ctx), secrets=secrets)
+        written = render_cell(matrix, cell, output, _log(ctx), secrets=secrets, settings=settings)
         click.echo(str(written.dockerfile))
     return errors.OK
 

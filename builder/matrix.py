@@ -5,8 +5,9 @@ as an `InputError` (exit 2). Scalars keep their source text, so `python: 3.10` s
 How the YAML is read (aliases, tags, dates, size and depth limits) is `builder.yamlnodes`'s
 policy. Limits of its own: at most MAX_CELLS cells (the axes' product, counted before
 expanding), cell ids of at most MAX_ID characters (a longer one is cut and given a hash of
-the whole, so it stays unique), an `app.path` inside the matrix's directory, and index URLs
-without credentials (they belong in the netrc file named by BUILDER_NETRC).
+the whole, so it stays unique), an `app.path` and `app.files` inside the matrix's directory,
+an `app.git.rev` that is a full commit, and index and git URLs without credentials (they
+belong in the netrc file named by BUILDER_NETRC).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import itertools
 import math
 import os
 import re
+import shlex
 import string
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -103,11 +105,19 @@ TOP_KEYS = (
     "app",
     "registry",
     "runners",
+    "image",
+    "steps",
 )
 BASE_KEYS = ("image", "python", "cuda", "platform", "apt", "preinstalled")
 INDEX_KEYS = ("index_url", "extra_index_urls", "wheelhouse", "ca_bundle")
-APP_KEYS = ("path", "entry_modules")
+APP_KEYS = ("path", "git", "files", "entry_modules")
+APP_GIT_KEYS = ("url", "rev")
 RUNNER_KEYS = ("cpu", "gpu")
+IMAGE_KEYS = ("env", "workdir", "entrypoint", "cmd", "expose", "user", "healthcheck")
+HEALTHCHECK_KEYS = ("cmd", "interval", "timeout", "retries")
+STEP_KEYS = ("name", "at", "run", "secrets")
+STEP_POINTS = ("after-apt", "after-deps", "after-app")
+STEP_SECRETS = ("cacert", "netrc", "hf_token")
 MAX_CELLS = 1024  # cells in one matrix, counted from the axes before expanding
 MAX_ID = 120  # characters in a cell id (an image tag may have 128)
 MAX_REFERENCE = 1024  # characters in an image reference; distribution's limits sum to less
@@ -123,9 +133,20 @@ _CUDA = re.compile(r"^\d{1,2}\.\d{1,2}(?:\.\d{1,3})?$", re.ASCII)
 _URL = re.compile(r"^(?:https?|file)://[A-Za-z0-9._~:/@%+,=#!-]+$", re.ASCII)
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$", re.ASCII)
 MEMORY = re.compile(r"^\d+(?:\.\d+)?[kmgKMG]?$", re.ASCII)
+GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$", re.ASCII | re.IGNORECASE)
+SHORT_COMMIT = re.compile(r"^[0-9a-f]{4,39}$", re.ASCII | re.IGNORECASE)
+SCP_LIKE = re.compile(r"^(?:ssh://|[\w.-]+@[\w.-]+:)", re.ASCII)  # git's ssh URL forms
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$", re.ASCII)
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$", re.ASCII)
 _ID_UNSAFE = re.compile(r"[^a-z0-9_.-]+", re.ASCII)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$", re.ASCII)
+_WORKDIR = re.compile(r"^/[A-Za-z0-9._/-]*$", re.ASCII)
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$", re.ASCII)
+_DURATION = re.compile(r"^[1-9][0-9]{0,5}(?:ms|s|m|h)$", re.ASCII)
+# A step's `run` is shell on purpose, so only what would break out of its RUN line or the
+# template is refused: line breaks, NUL, Jinja delimiters, and a trailing backslash (which
+# would continue the RUN onto the Dockerfile's next line).
+_STEP_UNSAFE = re.compile(r"[\n\r\x00]|\{\{|\{%|\{#|\}\}|%\}|#\}|\\$", re.ASCII)
 _SPEC_WORDS = (
     ("===", "eq"),
     ("==", "eq"),
@@ -187,11 +208,57 @@ class Indexes:
 
 
 @dataclass(frozen=True, kw_only=True)
-class App:
-    """Model code copied into the image, and the modules the probes must import."""
+class GitSource:
+    """A repository at one full commit: the app's code, cloned by the host (never by the build)."""
 
-    path: Path
+    url: str
+    rev: str  # 40 hex digits, lower case
+
+
+@dataclass(frozen=True, kw_only=True)
+class App:
+    """Model code copied into the image, and the modules the probes must import: a local
+    directory (`path`) or a repository at a commit (`git`), never both, plus `files` copied
+    into its root on top (they win over a file of the same name)."""
+
+    path: Path | None = None
+    git: GitSource | None = None
+    files: tuple[Path, ...] = ()
     entry_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Healthcheck:
+    """`image.healthcheck`: an exec-form command and Docker's timing options."""
+
+    cmd: tuple[str, ...]
+    interval: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    """`image`: what the final image runs, as it is deployed. Every field is optional."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    expose: tuple[int, ...] = ()
+    user: str | None = None
+    healthcheck: Healthcheck | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """A `steps` entry: a shell command run at a named point of the build, with only the
+    secrets it names."""
+
+    name: str
+    at: str
+    run: str
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +276,8 @@ class Cell:
     gpu: str
     app: App | None
     line: int  # where the cell comes from in the matrix file (its axes or include entry)
+    image: ImageConfig = ImageConfig()
+    steps: tuple[Step, ...] = ()
 
     def requirement_lines(self) -> tuple[str, ...]:
         """What the resolver is asked for: shared requirements, then this cell's pins."""
@@ -738,25 +807,262 @@ def _type_name(wanted: type | tuple[type, ...]) -> str:
 
 
 def _app(node: yaml.Node, problems: Problems, root: Path) -> App | None:
+    """`app`: `path` (a directory here) or `git` (a repository at a commit), not both; then
+    `files` on top of either, and the `entry_modules` the probes import."""
     fields = mapping(node, "app", problems, APP_KEYS)
-    if "path" not in fields:
+    if "path" not in fields and "git" not in fields:
         if isinstance(node, yaml.MappingNode):
-            problems.add(node, "app.path", "missing required key")
+            problems.add(
+                node,
+                "app.path",
+                "missing required key",
+                hint="give `app.path` (a directory) or `app.git` ({url, rev})",
+            )
         return None
-    path = _local_path(fields["path"][1], "app.path", problems, root, want_dir=True)
-    if path is not None and not path.is_relative_to(root.resolve()):
+    if "path" in fields and "git" in fields:
         problems.add(
-            fields["path"][1],
-            "app.path",
-            f"{path} is outside the matrix's directory {root.resolve()} (the app directory is "
-            "copied into the image)",
+            fields["git"][0],
+            "app.git",
+            "`app.path` and `app.git` are exclusive: the app is one or the other",
+            hint="add local files on top of a clone with `app.files`",
         )
-        path = None
+        return None
+    path = git = None
+    if "path" in fields:
+        path = _inside(fields["path"][1], "app.path", problems, root, want_dir=True)
+    else:
+        git = _git_source(fields["git"][1], problems)
+    files = optional(fields, "files", "app", problems, _app_files, root) or ()
     modules = (
         optional(fields, "entry_modules", "app", problems, strings, MODULE_NAME, "module name")
         or ()
     )
-    return App(path=path, entry_modules=modules) if path else None
+    if path is None and git is None:
+        return None
+    return App(path=path, git=git, files=files, entry_modules=modules)
+
+
+def _inside(
+    node: yaml.Node, where: str, problems: Problems, root: Path, want_dir: bool
+) -> Path | None:
+    """A local path inside the matrix's directory (what is copied into the image)."""
+    path = _local_path(node, where, problems, root, want_dir=want_dir)
+    if path is not None and not path.is_relative_to(root.resolve()):
+        what = "the app directory is" if want_dir else "app files are"
+        problems.add(
+            node,
+            where,
+            f"{path} is outside the matrix's directory {root.resolve()} ({what} copied into "
+            "the image)",
+        )
+        return None
+    return path
+
+
+def _app_files(node: yaml.Node, where: str, problems: Problems, root: Path) -> tuple[Path, ...]:
+    """`app.files`: regular files inside the matrix's directory, copied into the app's root
+    by their names (so two with one name would overwrite each other: refused)."""
+    out: list[Path] = []
+    names: dict[str, str] = {}
+    for i, item in enumerate(sequence(node, where, problems)):
+        at = join(where, i)
+        path = _inside(item, at, problems, root, want_dir=False)
+        if path is None:
+            continue
+        if path.name in names:
+            problems.add(item, at, f"{path.name!r} is already copied from {names[path.name]}")
+            continue
+        names[path.name] = str(path)
+        out.append(path)
+    return tuple(out)
+
+
+def _git_source(node: yaml.Node, problems: Problems) -> GitSource | None:
+    """`app.git`: {url, rev}, an https:// or file:// URL and a full commit."""
+    fields = mapping(node, "app.git", problems, APP_GIT_KEYS)
+    for required in APP_GIT_KEYS:
+        if required not in fields and isinstance(node, yaml.MappingNode):
+            problems.add(node, f"app.git.{required}", "missing required key")
+    if len(fields) < len(APP_GIT_KEYS) or not isinstance(node, yaml.MappingNode):
+        return None
+    url = _git_url(fields["url"][1], problems)
+    rev = _git_rev(fields["rev"][1], problems)
+    return GitSource(url=url, rev=rev) if url and rev else None
+
+
+def _git_url(node: yaml.Node, problems: Problems) -> str | None:
+    """The index URL policy (safe characters, no credentials), and https:// or file:// only:
+    ssh needs the user's keys, and http can be tampered with on the way."""
+    if isinstance(node, yaml.ScalarNode) and SCP_LIKE.match(str(node.value)):
+        problems.add(
+            node,
+            "app.git.url",
+            f"{node.value!r}: ssh URLs are not supported (builder clones without your keys)",
+            hint="use the repository's https:// URL",
+        )
+        return None
+    url = _url(node, "app.git.url", problems)
+    if url and urllib.parse.urlsplit(url).scheme not in ("https", "file"):
+        problems.add(
+            node,
+            "app.git.url",
+            f"{url!r}: only https:// and file:// repositories are supported",
+            hint="use the repository's https:// URL",
+        )
+        return None
+    return url
+
+
+def _git_rev(node: yaml.Node, problems: Problems) -> str | None:
+    """A full 40-hex commit: a branch, tag or short sha can name another commit tomorrow."""
+    text = scalar(node, "app.git.rev", problems)
+    if text is None:
+        return None
+    if GIT_COMMIT.match(text):
+        return text.lower()
+    what = (
+        "a short commit (it can become ambiguous)"
+        if SHORT_COMMIT.match(text)
+        else "a branch or tag name (it moves)"
+    )
+    problems.add(
+        node,
+        "app.git.rev",
+        f"{text!r} is {what}: give a full 40-hex commit, so that the image is reproducible",
+        hint=f"find it with `git rev-parse {shlex.quote(text)}` (or `git ls-remote URL`)",
+    )
+    return None
+
+
+def _image_config(node: yaml.Node, problems: Problems) -> ImageConfig:
+    """`image`: every key optional; every value lands in the final stage of the Dockerfile."""
+    fields = mapping(node, "image", problems, IMAGE_KEYS)
+    env: dict[str, str] = {}
+    if "env" in fields:
+        for key, (key_node, value_node) in mapping(fields["env"][1], "image.env", problems).items():
+            if not ENV_NAME.match(key):
+                problems.add(key_node, f"image.env.{key}", "invalid variable name")
+            elif (value := _env_value(value_node, f"image.env.{key}", problems)) is not None:
+                env[key] = value
+    user = optional(fields, "user", "image", problems, scalar, _USER, "user name")
+    if user == "root":
+        problems.add(fields["user"][1], "image.user", "must not be root (leave it out for root)")
+        user = None
+    return ImageConfig(
+        env=tuple(env.items()),
+        workdir=optional(fields, "workdir", "image", problems, scalar, _WORKDIR, "absolute path"),
+        entrypoint=optional(fields, "entrypoint", "image", problems, _argv),
+        cmd=optional(fields, "cmd", "image", problems, _argv),
+        expose=optional(fields, "expose", "image", problems, _ports) or (),
+        user=user,
+        healthcheck=optional(fields, "healthcheck", "image", problems, _healthcheck),
+    )
+
+
+def _env_value(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    """An env value: a string, or a number or boolean taken as its source text."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith((":int", ":float", ":bool")):
+        return str(node.value)
+    return scalar(node, where, problems)
+
+
+def _argv(node: yaml.Node, where: str, problems: Problems) -> tuple[str, ...] | None:
+    """A non-empty exec-form argument list."""
+    before = len(problems.items)
+    argv = strings(node, where, problems)
+    if not argv and len(problems.items) == before:
+        problems.add(node, where, "expected a non-empty list of strings")
+    return argv if len(problems.items) == before and argv else None
+
+
+def _integer(node: yaml.Node, where: str, problems: Problems, low: int, high: int) -> int | None:
+    text = node.value if isinstance(node, yaml.ScalarNode) else None
+    if not (node.tag.endswith(":int") and isinstance(text, str) and text.isdigit()):
+        problems.add(node, where, f"expected a whole number, got {kind(node)}")
+        return None
+    if not low <= int(text) <= high:
+        problems.add(node, where, f"{text} is out of range {low}-{high}")
+        return None
+    return int(text)
+
+
+def _ports(node: yaml.Node, where: str, problems: Problems) -> tuple[int, ...]:
+    ports = (
+        _integer(n, join(where, i), problems, 1, 65535)
+        for i, n in enumerate(sequence(node, where, problems))
+    )
+    return tuple(dict.fromkeys(p for p in ports if p is not None))
+
+
+def _healthcheck(node: yaml.Node, where: str, problems: Problems) -> Healthcheck | None:
+    fields = mapping(node, where, problems, HEALTHCHECK_KEYS)
+    if "cmd" not in fields:
+        if isinstance(node, yaml.MappingNode):
+            problems.add(node, join(where, "cmd"), "missing required key")
+        return None
+    cmd = _argv(fields["cmd"][1], join(where, "cmd"), problems)
+    durations = {
+        key: optional(fields, key, where, problems, scalar, _DURATION, "duration (like 30s or 1m)")
+        for key in ("interval", "timeout")
+    }
+    retries = None
+    if "retries" in fields:
+        retries = _integer(fields["retries"][1], join(where, "retries"), problems, 1, 1000)
+    if cmd is None:
+        return None
+    return Healthcheck(cmd=cmd, retries=retries, **durations)
+
+
+def _steps(node: yaml.Node, problems: Problems) -> tuple[Step, ...]:
+    """`steps`: user build steps, in order; names unique."""
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, item in enumerate(sequence(node, "steps", problems)):
+        step = _step(item, f"steps[{i}]", problems)
+        if step is not None and step.name in seen:
+            problems.add(item, f"steps[{i}].name", f"duplicate step name {step.name!r}")
+        elif step is not None:
+            seen.add(step.name)
+            steps.append(step)
+    return tuple(steps)
+
+
+def _step(node: yaml.Node, where: str, problems: Problems) -> Step | None:
+    fields = mapping(node, where, problems, STEP_KEYS)
+    for required in ("name", "at", "run"):
+        if required not in fields and isinstance(node, yaml.MappingNode):
+            problems.add(node, join(where, required), "missing required key")
+    name = optional(fields, "name", where, problems, scalar, BASE_NAME, "step name (a-z, 0-9, -)")
+    at = optional(fields, "at", where, problems, choice, STEP_POINTS, "step point")
+    run = optional(fields, "run", where, problems, _shell)
+    listed = (
+        sequence(fields["secrets"][1], f"{where}.secrets", problems) if "secrets" in fields else []
+    )
+    secrets = (
+        choice(n, f"{where}.secrets[{j}]", problems, STEP_SECRETS, "secret")
+        for j, n in enumerate(listed)
+    )
+    names = tuple(dict.fromkeys(s for s in secrets if s is not None))
+    if name is None or at is None or run is None:
+        return None
+    return Step(name=name, at=at, run=run, secrets=names)
+
+
+def _shell(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    """A step's shell command: any shell, but one line, and no Jinja delimiters or NUL."""
+    if not isinstance(node, yaml.ScalarNode) or is_null(node) or node.tag.endswith(":bool"):
+        problems.add(node, where, f"expected a string, got {kind(node)}")
+        return None
+    text = str(node.value).strip()
+    if not text or _STEP_UNSAFE.search(text):
+        problems.add(
+            node,
+            where,
+            f"unsafe or empty command {text!r}: one line of shell, without NUL bytes, Jinja "
+            "delimiters or a trailing backslash (join commands with && or ;)",
+        )
+        return None
+    return text
 
 
 # ---------------------------------------------------------------- the reader
@@ -873,7 +1179,13 @@ def _shared(
         "runners": Matrix.runners,
         "profile_paths": (),
         "profile_marks": (),
+        "image": ImageConfig(),
+        "steps": (),
     }
+    if (n := node("image")) is not None:
+        out["image"] = _image_config(n, problems)
+    if (n := node("steps")) is not None:
+        out["steps"] = _steps(n, problems)
     if (n := node("requirements")) is not None:
         items = (
             _requirement(x, f"requirements[{i}]", problems)
@@ -984,6 +1296,8 @@ def _cell(
         gpu=shared["gpu"],
         app=shared["app"],
         line=entry.line,
+        image=shared["image"],
+        steps=shared["steps"],
     )
 
 

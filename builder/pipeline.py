@@ -199,10 +199,22 @@ def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
         "probe_options": [[n, list(o)] for n, o in cell.probes],
         # what the profiles ask of each probe, by content: editing a profile re-validates
         "profile_asks": [[n, profile_options(session.matrix, cell, n)] for n, _ in cell.probes],
-        "app": cache.tree_digest(cell.app.path) if cell.app else None,
+        "app": _app_digest(cell),
         "model_dir": _model_dir_digest(session.matrix, cell),
     }
     return cache.cell_key({**parts, **session.backend.key_parts(cell, rendered)})
+
+
+def _app_digest(cell: Cell) -> str | list[str] | None:
+    """The app by content: its directory's tree (alone, as before `app.git`, so old keys
+    stay valid), or its repository's URL and commit; with `app.files` when there are any."""
+    if cell.app is None:
+        return None
+    git = cell.app.git
+    tree = cache.tree_digest(cell.app.path) if cell.app.path else ""
+    if git is None and not cell.app.files:
+        return tree
+    return [*([git.url, git.rev] if git else [tree]), cache.files_digest(cell.app.files)]
 
 
 def _model_dir_digest(matrix: Matrix, cell: Cell) -> str | None:

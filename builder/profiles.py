@@ -49,7 +49,7 @@ from packaging.utils import canonicalize_name
 
 from builder.errors import InputError, located
 from builder.matrix import MODULE_NAME, PROFILE_NAME, Cell, Matrix
-from builder.resources import GENERATE_VARIANTS as VARIANTS
+from builder.resources import GENERATE_VARIANTS
 from builder.yamlnodes import (
     Problems,
     choice,
@@ -236,12 +236,12 @@ def _variant(node: yaml.Node, where: str, problems: Problems) -> str | None:
     if is_null(node):
         return None
     text = scalar(node, where, problems)
-    if text is not None and text not in VARIANTS:
+    if text is not None and text not in GENERATE_VARIANTS:
         problems.add(
             node,
             where,
-            f"unknown variant {text!r}{suggest(text, VARIANTS)} "
-            f"(one of {', '.join(VARIANTS)}, or null)",
+            f"unknown variant {text!r}{suggest(text, GENERATE_VARIANTS)} "
+            f"(one of {', '.join(GENERATE_VARIANTS)}, or null)",
         )
         return None
     return text

@@ -217,7 +217,7 @@ def report_schema() -> dict[str, Any]:
     return schema
 
 
-def validate_cell_record(data: object) -> str | None:
+def cell_record_problem(data: object) -> str | None:
     """The first way `data` is not a report cell, as `$.field: message`; None when it is one.
     For cell records that come back from elsewhere (the result cache)."""
     problems = schema_problems(data, "cell", depth=CELL_DEPTH)

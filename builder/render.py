@@ -7,12 +7,14 @@ wheels the lock pins from the matrix's wheelhouses) and app/ (the model code, if
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -20,10 +22,12 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from builder import __version__
 from builder.errors import InputError
 from builder.files import staged_dir
+from builder.gitsource import cached_tree
 from builder.lock import Locked, lock_path, parse_lock, read_lock
 from builder.log import Log
-from builder.matrix import Cell, Matrix
+from builder.matrix import Cell, Matrix, Step
 from builder.resources import data_dir
+from builder.settings import Settings
 
 # Heavy, slow-changing distributions: installed in their own layer, ahead of the rest.
 HEAVY = re.compile(
@@ -76,6 +80,34 @@ class DockerfileContext:
     copies: tuple[tuple[str, str], ...]  # what the final stage copies: (stage, path)
     app: bool
     labels: tuple[tuple[str, str], ...]
+    # `image:` and `steps:`, each already in its Dockerfile form (see `serving_context`)
+    env: tuple[tuple[str, str], ...] = ()  # (NAME, "quoted value")
+    workdir: str | None = None
+    user: str | None = None
+    uid: int = 10001  # the user's fixed uid and gid, so USER can be numeric
+    owned: str | None = None  # the directory the user is given: the workdir, else /app
+    expose: tuple[int, ...] = ()
+    healthcheck: str | None = None  # `--interval=.. CMD [..]`
+    entrypoint: str | None = None  # JSON exec form
+    cmd: str | None = None
+    steps: tuple[StepLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepLine:
+    """A user step as its RUN instruction: mounts for the secrets it names, then its shell
+    text, which starts with `: step=<name>;` so BuildKit's log (which prints the RUN line)
+    names the step, and a failure can be traced back to it (`failed_step`)."""
+
+    name: str
+    at: str
+    mounts: tuple[str, ...]
+    run: str
+
+    @property
+    def instruction(self) -> str:
+        """The RUN instruction, one mount per continued line, then the shell."""
+        return "RUN " + " \\\n    ".join([*self.mounts, self.run])
 
 
 @dataclass(frozen=True)
@@ -102,9 +134,20 @@ def split_layers(locked: list[Locked], pinned: Collection[str] = ()) -> dict[str
 
 
 def labels(cell: Cell, lock_sha256: str | None) -> tuple[tuple[str, str], ...]:
+    git = cell.app.git if cell.app else None
+    # the URL's characters are safe inside a quoted LABEL value (the matrix reader's _URL)
+    source = (
+        (
+            ("org.opencontainers.image.source", git.url),
+            ("org.opencontainers.image.revision", git.rev),
+        )
+        if git
+        else ()
+    )
     return (
         ("org.opencontainers.image.title", f"builder cell {cell.id}"),
         ("org.opencontainers.image.base.name", cell.base.image),
+        *source,
         (f"{LABEL_PREFIX}.cell", cell.id),
         (f"{LABEL_PREFIX}.lock-sha256", lock_sha256 or "none"),
         (f"{LABEL_PREFIX}.version", __version__),
@@ -134,7 +177,83 @@ def context_for(cell: Cell, names: tuple[str, ...], lock_sha256: str | None) -> 
         copies=tuple(copies),
         app=cell.app is not None,
         labels=labels(cell, lock_sha256),
+        **serving_context(cell),
     )
+
+
+# What a step's RUN mounts for each secret it names, and the shell that exports it.
+STEP_SECRET_MOUNTS = {
+    "cacert": (
+        "--mount=type=secret,id=cacert",
+        "if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert "
+        "SSL_CERT_FILE=/run/secrets/cacert REQUESTS_CA_BUNDLE=/run/secrets/cacert; fi",
+    ),
+    "netrc": ("--mount=type=secret,id=netrc,target=/root/.netrc", None),
+    "hf_token": (
+        "--mount=type=secret,id=hf_token",
+        'if [ -s /run/secrets/hf_token ]; then HF_TOKEN="$(cat /run/secrets/hf_token)"; '
+        "export HF_TOKEN; fi",
+    ),
+}
+STEP_MARK = re.compile(r": step=([a-z0-9](?:[a-z0-9-]*[a-z0-9])?);")
+
+
+def serving_context(cell: Cell) -> dict[str, Any]:
+    """The DockerfileContext fields for `image:` and `steps:`, in their Dockerfile forms."""
+    image = cell.image
+    check = image.healthcheck
+    healthcheck = None
+    if check is not None:
+        options = [
+            f"--{key}={value}"
+            for key, value in (
+                ("interval", check.interval),
+                ("timeout", check.timeout),
+                ("retries", check.retries),
+            )
+            if value is not None
+        ]
+        healthcheck = " ".join([*options, "CMD", exec_form(check.cmd)])
+    return {
+        "env": tuple((name, env_quote(value)) for name, value in image.env),
+        "workdir": image.workdir,
+        "user": image.user,
+        "owned": image.workdir or ("/app" if cell.app is not None else None),
+        "expose": image.expose,
+        "healthcheck": healthcheck,
+        "entrypoint": exec_form(image.entrypoint) if image.entrypoint else None,
+        "cmd": exec_form(image.cmd) if image.cmd else None,
+        "steps": tuple(step_line(step) for step in cell.steps),
+    }
+
+
+def step_line(step: Step) -> StepLine:
+    mounts = tuple(STEP_SECRET_MOUNTS[s][0] for s in step.secrets)
+    exports = [e for s in step.secrets if (e := STEP_SECRET_MOUNTS[s][1])]
+    run = "; ".join([f": step={step.name}", *exports, step.run])
+    return StepLine(name=step.name, at=step.at, mounts=mounts, run=run)
+
+
+def failed_step(log_tail: str) -> str | None:
+    """The user step whose RUN failed, read from BuildKit's log (`> [final 6/9] RUN : step=x;
+    ...` or `executor failed running [/bin/sh -eu -c : step=x; ...]`), or None."""
+    for line in reversed(log_tail.splitlines()):
+        failed = "executor failed running" in line or line.lstrip().startswith("> [")
+        if failed and (found := STEP_MARK.search(line)):
+            return found.group(1)
+    return None
+
+
+def exec_form(argv: Sequence[str]) -> str:
+    """A Dockerfile exec-form array: JSON, which Docker parses as such."""
+    return json.dumps(list(argv), separators=(",", ":"))
+
+
+def env_quote(value: str) -> str:
+    """A value for `ENV KEY=<value>`, kept literal: double-quoted, with backslashes, quotes
+    and `$` (which Docker would expand) escaped."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
 
 
 def render_dockerfile(context: DockerfileContext) -> str:
@@ -151,13 +270,21 @@ def render_dockerfile(context: DockerfileContext) -> str:
 
 
 def render_cell(
-    matrix: Matrix, cell: Cell, output: Path, log: Log, *, secrets: Collection[Path] = ()
+    matrix: Matrix,
+    cell: Cell,
+    output: Path,
+    log: Log,
+    *,
+    secrets: Collection[Path] = (),
+    settings: Settings | None = None,
 ) -> Rendered:
     """Write `output/<cell-id>/` atomically (staged beside it, then swapped in). `secrets`
     are files (the CA bundle, the netrc) never copied into the context, nor is the matrix's
-    `indexes.ca_bundle`, even when they sit in the app directory."""
-    if cell.app is not None:
+    `indexes.ca_bundle`, even when they sit in the app directory. `settings` gives the git
+    binary and the clone cache an `app.git` needs (the defaults find no git)."""
+    if cell.app is not None and cell.app.path is not None:
         _refuse_output_in_app(cell.app.path, output)
+    tree = app_tree(cell, settings or Settings(), log)  # a clone fails before anything is written
     lock = read_lock(lock_path(matrix, cell))
     if lock is None:
         log.warn(
@@ -169,10 +296,44 @@ def render_cell(
     context = context_for(cell, tuple(layers), lock.sha256 if lock else None)
     with staged_dir(output / cell.id) as staging:
         _write_context(staging, cell, context, layers)
-        if cell.app is not None:
-            kept = [*secrets, *([cell.indexes.ca_bundle] if cell.indexes.ca_bundle else [])]
-            copy_app(cell.app.path, staging / "app", kept, log)
+        if tree is not None:
+            write_app(cell, tree, staging / "app", secrets, log)
     return Rendered(cell.id, output / cell.id, lock.sha256 if lock else None)
+
+
+def write_app(cell: Cell, tree: Path, target: Path, secrets: Collection[Path], log: Log) -> None:
+    """The app as the image gets it, at `target`: `tree` (from `app_tree`), then `app.files`.
+    The venv engine writes the same when the app is more than one local directory."""
+    assert cell.app is not None
+    kept = [*secrets, *([cell.indexes.ca_bundle] if cell.indexes.ca_bundle else [])]
+    copy_app(tree, target, kept, log)
+    copy_app_files(cell.app.files, target, kept, log)
+
+
+def app_tree(cell: Cell, settings: Settings, log: Log) -> Path | None:
+    """The directory the app is copied from: `app.path`, or the cached clone of `app.git`."""
+    if cell.app is None or cell.app.git is None:
+        return cell.app.path if cell.app else None
+    git = cell.app.git
+    return cached_tree(git.url, git.rev, settings.git_cache, settings.git, settings.environ, log)
+
+
+def copy_app_files(files: Iterable[Path], target: Path, secrets: Iterable[Path], log: Log) -> None:
+    """`app.files` into the app's root, by name, over a file of that name (never through a
+    symlink there); a configured secret is left out with a warning, as from the app."""
+    secret_ids = {_inode(p) for p in secrets} - {None}
+    for path in files:
+        if _inode(path) in secret_ids:
+            log.warn(f"{path}: not copied into the build context: it is a configured secret")
+            continue
+        into = target / path.name
+        if into.is_dir() and not into.is_symlink():
+            raise InputError(
+                f"app.files: {path} would replace the app's directory {path.name}/",
+                hint="rename the file, or copy it into that directory in the app",
+            )
+        into.unlink(missing_ok=True)
+        shutil.copy2(path, into)
 
 
 def _refuse_output_in_app(app: Path, output: Path) -> None:

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.matrix import BASE_NAME, GPU_MODES, MEMORY, PROBES, PROFILE_NAME
+from builder.matrix import (
+    _DURATION,
+    _STEP_UNSAFE,
+    _USER,
+    _WORKDIR,
+    BASE_NAME,
+    ENV_NAME,
+    GPU_MODES,
+    MEMORY,
+    PROBES,
+    PROFILE_NAME,
+    STEP_POINTS,
+    STEP_SECRETS,
+)
 from builder.platforms import PLATFORMS
 from builder.yamlnodes import UNSAFE
 
@@ -100,6 +113,58 @@ def _indexes() -> dict[str, Any]:
     )
 
 
+def _image_section() -> dict[str, Any]:
+    argv = {**STRINGS, "minItems": 1}
+    return _closed(
+        {
+            "env": {
+                "type": "object",
+                "propertyNames": {"pattern": ENV_NAME.pattern},
+                "additionalProperties": {"type": ["string", "number", "boolean"], "pattern": SAFE},
+                "description": "Environment of the final image; values are literal.",
+            },
+            "workdir": {"type": "string", "pattern": _WORKDIR.pattern},
+            "entrypoint": {**argv, "description": "Exec form, as a list."},
+            "cmd": {**argv, "description": "Exec form, as a list."},
+            "expose": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+            },
+            "user": {
+                "type": "string",
+                "pattern": _USER.pattern,
+                "not": {"const": "root"},
+                "description": "A non-root system user made in the final stage; owns workdir.",
+            },
+            "healthcheck": _closed(
+                {
+                    "cmd": argv,
+                    "interval": {"type": "string", "pattern": _DURATION.pattern},
+                    "timeout": {"type": "string", "pattern": _DURATION.pattern},
+                    "retries": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                ["cmd"],
+            ),
+        }
+    )
+
+
+def _step() -> dict[str, Any]:
+    return _closed(
+        {
+            "name": {"type": "string", "pattern": BASE_NAME.pattern},
+            "at": {"enum": list(STEP_POINTS)},
+            "run": {
+                "type": "string",
+                "pattern": rf"^(?![\s\S]*(?:{_STEP_UNSAFE.pattern}))\S",
+                "description": "One line of shell, run as root at that point of the build.",
+            },
+            "secrets": {"type": "array", "items": {"enum": list(STEP_SECRETS)}},
+        },
+        ["name", "at", "run"],
+    )
+
+
 def matrix_schema() -> dict[str, Any]:
     """The schema as a JSON-ready dict (draft 2020-12)."""
     probe_options = {
@@ -146,7 +211,25 @@ def matrix_schema() -> dict[str, Any]:
                 ]
             },
             "gpu": {"enum": list(GPU_MODES), "default": "optional"},
-            "app": _closed({"path": {"type": "string"}, "entry_modules": STRINGS}, ["path"]),
+            "image": _image_section(),
+            "steps": {"type": "array", "items": _step()},
+            "app": {
+                **_closed(
+                    {
+                        "path": {"type": "string"},
+                        "git": _closed(
+                            {
+                                "url": {"type": "string", "pattern": "^(https|file)://"},
+                                "rev": {"type": "string", "pattern": "^[0-9a-fA-F]{40}$"},
+                            },
+                            ["url", "rev"],
+                        ),
+                        "files": {"type": "array", "items": {"type": "string"}},
+                        "entry_modules": STRINGS,
+                    }
+                ),
+                "oneOf": [{"required": ["path"]}, {"required": ["git"]}],
+            },
             "registry": {"type": "string", "description": "Image repository for tags and --push."},
             "runners": _closed({"cpu": {"type": "string"}, "gpu": {"type": "string"}}),
         },

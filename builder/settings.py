@@ -9,6 +9,7 @@ here, once per run, before any worker thread starts (PATH is the environment's, 
 | `BUILDER_CACHE_DIR` | root of builder's caches (default `$XDG_CACHE_HOME/builder`, `~/.cache/builder`) |
 | `BUILDER_METADATA_CACHE` | index metadata and uv resolutions (`check`, `validate`); `ROOT/metadata` |
 | `BUILDER_VENV_CACHE` | the venv engine's per-lock virtual environments; `ROOT/venvs` |
+| `BUILDER_GIT_CACHE` | `app.git` clones, one directory per commit; `ROOT/git` |
 | `BUILDER_RESULT_CACHE` | verdicts of `validate` (default `.builder-cache`; `--cache-dir` overrides) |
 | `BUILDER_CA_BUNDLE` | extra CA bundle for TLS-intercepting proxies (the matrix's `indexes.ca_bundle` wins) |
 | `BUILDER_NETRC` | netrc file with index credentials (uv's NETRC; a BuildKit secret, never a layer) |
@@ -36,6 +37,7 @@ class Settings:
     debug: bool = False
     metadata_cache: Path = Path(".builder-cache/metadata")
     venv_cache: Path = Path(".builder-cache/venvs")
+    git_cache: Path = Path(".builder-cache/git")
     result_cache: Path = Path(".builder-cache")
     ca_bundle: Path | None = None
     netrc: Path | None = None
@@ -44,6 +46,7 @@ class Settings:
     uv_binary: str | None = "uv"
     nvidia_smi: str | None = None
     unshare: str | None = None
+    git: str | None = None
 
     @property
     def uv(self) -> str:
@@ -108,6 +111,7 @@ def from_environ(
         debug=debug,
         metadata_cache=variable("BUILDER_METADATA_CACHE") or root / "metadata",
         venv_cache=variable("BUILDER_VENV_CACHE") or root / "venvs",
+        git_cache=variable("BUILDER_GIT_CACHE") or root / "git",
         result_cache=variable("BUILDER_RESULT_CACHE") or Path(".builder-cache"),
         ca_bundle=variable("BUILDER_CA_BUNDLE"),
         netrc=variable("BUILDER_NETRC"),
@@ -116,4 +120,5 @@ def from_environ(
         uv_binary=find_uv(path),
         nvidia_smi=shutil.which("nvidia-smi", path=path),
         unshare=shutil.which("unshare", path=path),
+        git=shutil.which("git", path=path),
     )

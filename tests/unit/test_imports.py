@@ -26,6 +26,8 @@ PLUMBING = {
         "resources",
         "platforms",
         "records",
+        "engine",  # the container-engine protocol and its Docker implementation
+        "gitsource",  # app.git clones, cached by commit
     )
 } | {"builder"}  # the package itself holds only __version__
 

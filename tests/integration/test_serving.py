@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,8 @@ axes:
 indexes:
   ca_bundle: {ca}
 steps:
-  - {{name: early, at: after-apt, run: "date > /etc/early"}}
-  - {{name: late, at: after-deps, run: "date > /etc/late"}}
+  - {{name: early, at: after-apt, run: "echo {nonce} > /etc/early"}}
+  - {{name: late, at: after-deps, run: "echo {nonce} > /etc/late"}}
 """
 
 
@@ -137,7 +138,10 @@ def step_cached(log: str, name: str) -> bool:
 def test_a_pin_bump_reuses_the_after_apt_step_and_reruns_the_after_deps_one(
     tmp_path: Path, base_image: str
 ) -> None:
-    (tmp_path / "matrix.yaml").write_text(CACHE.format(base=base_image, ca=SYSTEM_CA))
+    # A nonce of this run: BuildKit's cache may hold these steps from an earlier run, which
+    # would make the after-deps step look reused.
+    nonce = uuid.uuid4().hex
+    (tmp_path / "matrix.yaml").write_text(CACHE.format(base=base_image, ca=SYSTEM_CA, nonce=nonce))
     assert run_cli("lock", cwd=tmp_path).code == 0
     for cell in ("serving-cache.six-1.16.0", "serving-cache.six-1.17.0"):
         result = run_cli("build", "--cell", cell, "-o", "out", cwd=tmp_path)

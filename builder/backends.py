@@ -17,7 +17,7 @@ from builder.matrix import Cell, Matrix
 from builder.probe import ImageTarget, Target, VenvTarget
 from builder.records import BuildRecord, Status, Verdict
 from builder.render import Rendered, app_tree, render_cell, write_app
-from builder.resources import data_dir
+from builder.resources import SERVE_PROBE, data_dir
 from builder.settings import Settings
 
 
@@ -81,9 +81,28 @@ class ImageBackend:
         app = "/app" if cell.app else None
         gpu = self.gpu and cell.gpu != "none"
         target = ImageTarget(
-            self.engine, built.tag, inputs, data_dir("validate"), gpu, app_path=app
+            self.engine,
+            built.tag,
+            inputs,
+            data_dir("validate"),
+            gpu,
+            app_path=app,
+            command=built_command(self.engine, built.tag),
+            app_source=rendered.directory / "app" if rendered and cell.app else None,
         )
         return Setup(target, built)
+
+
+def built_command(engine: Engine, tag: str) -> tuple[str, ...]:
+    """What the built image runs, as Docker runs it: its entrypoint, then its cmd, both as
+    the image config holds them (a base's ENTRYPOINT kept where the matrix sets none)."""
+    config = engine.inspect(tag).get("Config") or {}
+    return (*(config.get("Entrypoint") or ()), *(config.get("Cmd") or ()))
+
+
+def image_command(cell: Cell) -> tuple[str, ...]:
+    """What the cell's image runs: its entrypoint, then its cmd (the serve probe runs it)."""
+    return (*(cell.image.entrypoint or ()), *(cell.image.cmd or ()))
 
 
 def image_identity(engine: Engine, image: str) -> str:
@@ -111,7 +130,12 @@ class VenvBackend:
         return None
 
     def key_parts(self, cell: Cell, rendered: Rendered | None) -> dict[str, Any]:
-        return {"python": cell.base.python}
+        # The image's command and env decide the serve probe's verdict here (in an image,
+        # the rendered Dockerfile holds them).
+        if SERVE_PROBE not in dict(cell.probes):
+            return {"python": cell.base.python}
+        serve = {"command": list(image_command(cell)), "env": dict(cell.image.env)}
+        return {"python": cell.base.python, "serve": serve}
 
     def prepare(self, cell: Cell, inputs: Path, rendered: Rendered | None) -> Setup | Verdict:
         prepared = venv.prepare(
@@ -127,6 +151,8 @@ class VenvBackend:
             self._app_dir(cell, inputs),
             self.isolation,
             self.settings.environ.get("PATH", "/usr/bin:/bin"),
+            command=image_command(cell),
+            env=cell.image.env,
         )
         return Setup(target)
 

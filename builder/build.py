@@ -2,10 +2,23 @@
 
 Secrets (the CA bundle, a netrc with index credentials, a Hugging Face token) reach the build
 only as BuildKit secrets; wheelhouses reach it as bind mounts from the build context.
+
+BuildKit keeps what it received of a build context under the context's path: a new path is
+sent whole, torch's wheel included (190 MB+ on CPU, GBs with CUDA), and checksummed again. The
+cell id names the rendered context and changes with every pin bump, so each build runs from a
+context slot (`DIR/.contexts/<wheels>-<n>`) whose path depends only on the wheels it carries:
+the rendered context mirrored there by hard links, so that an unchanged wheel keeps its inode
+and stat and BuildKit sends and hashes only what changed. A lock file per slot keeps two builds
+(threads or processes) out of one slot.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import itertools
+import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -56,8 +69,8 @@ def build_cell(
         files = settings.secret_files(cell.indexes.ca_bundle).values()
         rendered = render_cell(matrix, cell, output, log, secrets=files, settings=settings)
     log_path = output / f"{cell.id}.build.log"
-    with build_secrets(cell, settings) as secrets:
-        outcome = engine.build(rendered.directory, tag, secrets, log_path, no_cache)
+    with build_secrets(cell, settings) as secrets, context_slot(rendered.directory) as context:
+        outcome = engine.build(context, tag, secrets, log_path, no_cache)
     record = BuildRecord(
         cell_id=cell.id,
         tag=tag,
@@ -81,6 +94,81 @@ def build_cell(
         except EngineFailure as exc:
             return replace(record, ok=False, size=size, error=str(exc))
     return replace(record, size=size, digest=digest)
+
+
+SLOTS = ".contexts"
+
+
+@contextmanager
+def context_slot(rendered: Path) -> Iterator[Path]:
+    """The rendered context, mirrored into the first free slot of its wheels (beside it,
+    under `.contexts/`), held for the block."""
+    root = rendered.parent / SLOTS
+    root.mkdir(exist_ok=True)
+    key = wheels_key(rendered / "wheelhouse")
+    for index in itertools.count():
+        slot = root / f"{key}-{index}"
+        with (root / f"{slot.name}.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another build holds this slot
+                continue
+            mirror(rendered, slot)
+            yield slot
+            return
+
+
+def wheels_key(wheelhouse: Path) -> str:
+    """What a slot is named after: the wheels of the context (their paths, sizes and times:
+    what BuildKit compares), so that a bump that keeps them finds its old slot."""
+    digest = hashlib.sha256()
+    for path in sorted(wheelhouse.rglob("*.whl")) if wheelhouse.is_dir() else ():
+        found = path.stat()
+        relative = path.relative_to(wheelhouse)
+        digest.update(f"{relative}\0{found.st_size}\0{found.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def mirror(source: Path, target: Path) -> None:
+    """Make `target` hold exactly what `source` holds: files as hard links (copies across file
+    systems), symlinks as symlinks. An entry already the same (inode, or link text) is left
+    alone, so its stat stays what BuildKit last saw."""
+    target.mkdir(exist_ok=True)
+    wanted = dict(_entries(source))
+    for relative, kind in sorted(_entries(target), reverse=True):  # children before parents
+        if wanted.get(relative) == kind:
+            continue
+        if kind == "dir":
+            shutil.rmtree(target / relative)
+        else:
+            (target / relative).unlink()
+    for relative, kind in sorted(wanted.items()):
+        _mirror_entry(source / relative, target / relative, kind)
+
+
+def _entries(root: Path) -> Iterator[tuple[str, str]]:
+    """(relative path, "dir" | "link" | "file") under root, never following a symlink."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+            yield str(path.relative_to(root)), kind
+
+
+def _mirror_entry(source: Path, target: Path, kind: str) -> None:
+    if kind == "dir":
+        target.mkdir(exist_ok=True)
+    elif kind == "link":
+        text = os.readlink(source)
+        if not target.is_symlink() or os.readlink(target) != text:
+            target.unlink(missing_ok=True)
+            os.symlink(text, target)
+    elif not (target.exists() and os.path.samefile(source, target)):
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
 
 
 def _build_error(log_tail: str) -> str:

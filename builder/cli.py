@@ -24,6 +24,7 @@ from builder.settings import Settings, from_environ
 
 if TYPE_CHECKING:
     from builder.lock import Resolver
+    from builder.matrix import Cell, Matrix
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,12 +184,10 @@ def lock(
 ) -> int:
     """Write hashed per-cell locks to constraints/<cell-id>.txt and print what changed."""
     from builder.lock import lock_cells
-    from builder.matrix import load_matrix, select_cells
 
     if upgrade and upgrade_packages:
         raise errors.InputError("--upgrade and --upgrade-package exclude each other")
-    matrix = load_matrix(matrix_path)
-    selected = select_cells(matrix, cells)
+    matrix, selected = _load(ctx, matrix_path, cells)
     results = lock_cells(
         matrix,
         selected,
@@ -205,6 +204,30 @@ def lock(
         for result in results:
             click.echo(result.summary())
     return errors.OK if all(r.ok for r in results) else errors.CELLS_FAILED
+
+
+def _load(
+    ctx: click.Context, matrix_path: Path, patterns: tuple[str, ...], engine: bool = True
+) -> tuple[Matrix, tuple[Cell, ...]]:
+    """The matrix and the cells `--cell` selects, with each `preinstalled: auto` base they use
+    read from its image (on an engine that only runs containers; none there: exit 3)."""
+    from builder.baseimage import needs_reading, read_auto
+    from builder.engine import DockerEngine
+    from builder.matrix import load_matrix, select_cells
+
+    matrix = load_matrix(matrix_path)
+    selected = select_cells(matrix, patterns)
+    if not needs_reading(selected):
+        return matrix, selected
+    if not engine:
+        raise errors.InputError(
+            "preinstalled: auto reads the base image, which needs a container engine",
+            hint="use --engine docker, or list the base's packages (name==version)",
+        )
+    settings = _settings(ctx)
+    docker = DockerEngine(settings, _log(ctx), builds=False)
+    matrix = read_auto(matrix, selected, docker, settings.metadata_cache)
+    return matrix, select_cells(matrix, patterns)
 
 
 def _resolver(ctx: click.Context, name: str) -> Resolver:
@@ -245,10 +268,8 @@ def build(
     """Build each cell's image with BuildKit from its lock (refuses stale or missing locks)."""
     from builder.build import build_cells
     from builder.engine import DockerEngine
-    from builder.matrix import load_matrix, select_cells
 
-    matrix = load_matrix(matrix_path)
-    selected = select_cells(matrix, cells)
+    matrix, selected = _load(ctx, matrix_path, cells)
     if push and not (registry or matrix.registry):
         raise errors.InputError(
             "--push needs a registry: set `registry` in the matrix or pass --registry"
@@ -300,6 +321,7 @@ def build(
     help="Result cache directory (default: $BUILDER_RESULT_CACHE or .builder-cache).",
 )
 @click.option("--build-anyway", is_flag=True, help="Build cells even when `check` finds errors.")
+@jobs_option(2, "Cells in flight: one builds while another is probed (half of them build).")
 @click.pass_context
 def validate(
     ctx: click.Context,
@@ -310,15 +332,14 @@ def validate(
     no_cache: bool,
     cache_dir: Path | None,
     build_anyway: bool,
+    jobs: int,
 ) -> int:
     """Lock (if missing), check, build and probe each cell; write DIR/report.json."""
-    from builder.matrix import load_matrix, select_cells
     from builder.pipeline import ValidateOptions
     from builder.pipeline import validate as run_validate
 
     settings = _settings(ctx)
-    matrix = load_matrix(matrix_path)
-    selected = select_cells(matrix, cells)
+    matrix, selected = _load(ctx, matrix_path, cells, engine == "docker")
     cache_dir = cache_dir or settings.result_cache
     options = ValidateOptions(
         engine=engine,
@@ -326,6 +347,7 @@ def validate(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         build_anyway=build_anyway,
+        jobs=jobs,
     )
     report = run_validate(matrix, selected, options, settings, _log(ctx))
     for cell in report["cells"]:
@@ -419,29 +441,152 @@ def schema() -> int:
 @text_or_json
 @click.option("--python", metavar="X.Y", help="Target Python. Default: the running one.")
 @click.option(
-    "--profile-draft",
-    type=click.Path(path_type=Path, dir_okay=False),
-    metavar="FILE",
-    help="Also write a draft model profile (YAML) here.",
+    "--platform",
+    default="linux/amd64",
+    show_default=True,
+    metavar="PLATFORM",
+    help="Target platform the requirements are resolved for (a base's `platform`).",
 )
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Use cached resolutions and wheel file lists only (uv runs with its cache only).",
+)
+@click.option(
+    "--profile-draft",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also write a draft model profile (YAML) here; a directory gets <name>.yaml.",
+)
+@click.pass_context
 def scan_cmd(
+    ctx: click.Context,
     path: Path,
     entries: tuple[Path, ...],
     requirements: tuple[Path, ...],
     fmt: str,
     python: str | None,
+    platform: str,
+    offline: bool,
     profile_draft: Path | None,
 ) -> int:
-    """Follow PATH's imports statically and check them against its requirements.
+    """Follow PATH's imports statically and check them against its requirements, resolved with
+    uv for the target Python and platform (cached in $BUILDER_METADATA_CACHE).
 
     Exits 1 when a local module is missing or a module-level import is not declared.
     """
-    from builder.scan import ScanOptions, run_scan
+    from builder.scan import ScanOptions, run_scan, uv_sources
 
-    options = ScanOptions(path=path, entries=entries, requirements=requirements, python=python)
-    output, code = run_scan(options, fmt, profile_draft)
+    options = ScanOptions(
+        path=path, entries=entries, requirements=requirements, python=python, platform=platform
+    )
+    sources = uv_sources(_settings(ctx), offline=offline)
+    output, code = run_scan(options, fmt, profile_draft, sources)
     click.echo(output)
     return code
+
+
+@cli.command("init", epilog=EXIT_CODES)
+@click.option(
+    "--dockerfile",
+    "dockerfiles",
+    multiple=True,
+    metavar="FILE[=TAG]",
+    help="A Dockerfile to translate (repeatable; each is a base). FILE=TAG: it builds TAG, "
+    "which another Dockerfile's FROM names.",
+)
+@click.option(
+    "-r",
+    "--requirements",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="A requirements file whose lines join `requirements` (repeatable).",
+)
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    help="The model's code: scan it to draft requirements and a profile.",
+)
+@click.option(
+    "--entry",
+    "entries",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="An entry file of --repo (repeatable). Default: every .py at its top.",
+)
+@click.option("--profile", "profiles", multiple=True, metavar="NAME", help="A model profile.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("matrix.yaml"),
+    show_default=True,
+    help="The matrix file to write (refused if it exists, unless --force).",
+)
+@click.option("--force", is_flag=True, help="Replace the output (and the drafted profile).")
+@click.option("--check", "run_check", is_flag=True, help="Run `builder check` on the result.")
+@click.option("--offline", is_flag=True, help="With --check: cached index metadata only.")
+@text_or_json
+@click.pass_context
+def init_cmd(
+    ctx: click.Context,
+    dockerfiles: tuple[str, ...],
+    requirements: tuple[Path, ...],
+    repo: Path | None,
+    entries: tuple[Path, ...],
+    profiles: tuple[str, ...],
+    output: Path,
+    force: bool,
+    run_check: bool,
+    offline: bool,
+    fmt: str,
+) -> int:
+    """Draft a matrix.yaml from your Dockerfiles and requirements files.
+
+    Every translated line names its source (`# Dockerfile:53`); what cannot be translated
+    faithfully is listed on stderr (and in --format json). With --check, exits as check does.
+    """
+    from builder.init import InitOptions, run_init
+    from builder.init.gitref import ls_remote
+
+    if not dockerfiles:
+        raise errors.InputError(
+            "no --dockerfile given", hint="builder init --dockerfile Dockerfile"
+        )
+    if entries and repo is None:
+        raise errors.InputError("--entry needs --repo (the entries are files of the repo)")
+    settings = _settings(ctx)
+    options = InitOptions(
+        dockerfiles=dockerfiles,
+        requirements=requirements,
+        repo=repo,
+        entries=entries,
+        profiles=profiles,
+        output=output,
+        force=force,
+    )
+    result = run_init(options, ls_remote(settings.git, settings.environ))
+    checked = _check_matrix(ctx, output, offline) if run_check else None
+    if fmt == "json":
+        data = {**result.to_json(), "check": json.loads(checked[0]) if checked else None}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(result.report(), err=True)
+        click.echo(f"wrote {output}" + (f"\n{checked[1]}" if checked else ""))
+    return checked[2] if checked else errors.OK
+
+
+def _check_matrix(ctx: click.Context, matrix_path: Path, offline: bool) -> tuple[str, str, int]:
+    """`builder check` on a matrix: (its JSON, its text, its exit code)."""
+    from builder.check import Options, check_cells, render_json, render_text
+
+    matrix, selected = _load(ctx, matrix_path, ())
+    options = Options(settings=_settings(ctx), offline=offline)
+    reports = check_cells(matrix, selected, options, _log(ctx))
+    code = errors.OK if all(r.ok for r in reports) else errors.CELLS_FAILED
+    return render_json(reports), render_text(reports), code
 
 
 @cli.command("inspect", epilog=EXIT_CODES)
@@ -465,28 +610,117 @@ def inspect_cmd(model_dir: Path, fmt: str, gpu_memory_gb: float | None) -> int:
     return code
 
 
+# `check -r`'s options that state the one cell's base and profiles: {parameter: flag}
+_CELL_OPTIONS = {
+    "base_image": "--base",
+    "python": "--python",
+    "cuda": "--cuda",
+    "platform": "--platform",
+    "profile_names": "--profile",
+}
+
+
 @cli.command(epilog=EXIT_CODES)
 @matrix_option
 @cell_option
+@click.option(
+    "-r",
+    "--requirements",
+    "requirement_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Check requirement files instead of a matrix, as one cell on the base the options "
+    "below state (repeatable; excludes -m).",
+)
+@click.option("--base", "base_image", metavar="IMAGE", help="With -r: the image (default scratch).")
+@click.option("--python", metavar="X.Y", help="With -r: the base's Python (default 3.11).")
+@click.option("--cuda", metavar="X.Y", help="With -r: the base's CUDA (default none: CPU).")
+@click.option(
+    "--platform", metavar="OS/ARCH", help="With -r: the base's platform (default linux/amd64)."
+)
+@click.option(
+    "--profile",
+    "profile_names",
+    multiple=True,
+    metavar="NAME",
+    help="With -r: a model profile the cell is held to (repeatable).",
+)
 @text_or_json
 @click.option("--offline", is_flag=True, help="Use cached index metadata only.")
+@jobs_option(4, "Cells checked at once (resolution mostly waits on the index).")
 @click.pass_context
 def check(
-    ctx: click.Context, matrix_path: Path, cells: tuple[str, ...], fmt: str, offline: bool
+    ctx: click.Context,
+    matrix_path: Path,
+    cells: tuple[str, ...],
+    requirement_files: tuple[Path, ...],
+    base_image: str | None,
+    python: str | None,
+    cuda: str | None,
+    platform: str | None,
+    profile_names: tuple[str, ...],
+    fmt: str,
+    offline: bool,
+    jobs: int,
 ) -> int:
     """Check each cell against its model profiles and the index, without building anything.
 
-    Exits 1 when any cell has an error finding. Metadata is cached in $BUILDER_METADATA_CACHE
-    (default $BUILDER_CACHE_DIR/metadata, ~/.cache/builder/metadata).
+    With -r, check requirement files as the one cell of a matrix whose `requirements` are
+    `-r FILE`. Exits 1 when any cell has an error finding. Metadata is cached in
+    $BUILDER_METADATA_CACHE (default $BUILDER_CACHE_DIR/metadata, ~/.cache/builder/metadata).
     """
     from builder.check import Options, check_cells, render_json, render_text
-    from builder.matrix import load_matrix, select_cells
 
-    matrix = load_matrix(matrix_path)
-    options = Options(settings=_settings(ctx), offline=offline)
-    reports = check_cells(matrix, select_cells(matrix, cells), options, _log(ctx))
+    if requirement_files:
+        base = {"image": base_image, "python": python, "cuda": cuda, "platform": platform}
+        matrix, selected = _requirements_matrix(ctx, requirement_files, cells, base, profile_names)
+    else:
+        _refuse_cell_options(ctx)
+        matrix, selected = _load(ctx, matrix_path, cells)
+    options = Options(settings=_settings(ctx), offline=offline, jobs=jobs)
+    reports = check_cells(matrix, selected, options, _log(ctx))
     click.echo(render_json(reports) if fmt == "json" else render_text(reports))
     return errors.OK if all(r.ok for r in reports) else errors.CELLS_FAILED
+
+
+def _requirements_matrix(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    cells: tuple[str, ...],
+    base: dict[str, str | None],
+    profiles: tuple[str, ...],
+) -> tuple[Matrix, tuple[Cell, ...]]:
+    """`check -r`: the one-cell matrix of the files (`matrix.requirements_matrix`)."""
+    from builder.matrix import requirements_matrix
+    from builder.profiles import load_profiles
+
+    if ctx.get_parameter_source("matrix_path") is not click.core.ParameterSource.DEFAULT:
+        raise errors.InputError(
+            "-r and -m exclude each other: check requirement files or a matrix",
+            hint="a matrix takes requirement files as `requirements: [-r FILE]`",
+        )
+    if cells:
+        raise errors.InputError("--cell selects a matrix's cells; -r makes one cell")
+    matrix = requirements_matrix(
+        files, **base, profiles=profiles, known_profiles=tuple(load_profiles())
+    )
+    return matrix, matrix.cells
+
+
+def _refuse_cell_options(ctx: click.Context) -> None:
+    """The base and profile options describe the cell of -r files; a matrix states its own."""
+    given = [
+        flag
+        for name, flag in _CELL_OPTIONS.items()
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise errors.InputError(
+            f"{given[0]} needs -r FILE: it describes the cell of requirement files, and a "
+            "matrix states its cells in `bases` and `profiles`",
+            hint=f"add -r FILE, or leave out {', '.join(given)}",
+        )
 
 
 class Terminated(BaseException):

@@ -77,9 +77,16 @@ class Engine(Protocol):
         network: bool = False,
         gpu: bool = False,
         environment: Mapping[str, str] | None = None,
-    ) -> RunOutcome: ...
+        entrypoint: Sequence[str] | None = None,
+    ) -> RunOutcome:
+        """Run `argv` (the image's cmd replaced) in a new container of `image`, with no
+        network unless asked; `entrypoint` replaces the image's. The image's user, workdir
+        and environment stay, `environment` on top. Removed afterwards, also on error."""
+        ...
 
-    def inspect(self, image: str) -> dict[str, Any]: ...
+    def inspect(self, image: str, *, pull: bool = False) -> dict[str, Any]:
+        """The image's attributes; with `pull`, pulled first when it is not here."""
+        ...
 
     def push(self, tag: str, log_path: Path) -> str: ...
 
@@ -189,12 +196,15 @@ class DockerEngine:
         network: bool = False,
         gpu: bool = False,
         environment: Mapping[str, str] | None = None,
+        entrypoint: Sequence[str] | None = None,
     ) -> RunOutcome:
         import docker
         from requests.exceptions import RequestException
 
         try:
-            return self._run(image, argv, mounts, memory, timeout, network, gpu, environment)
+            return self._run(
+                image, argv, mounts, memory, timeout, network, gpu, environment, entrypoint
+            )
         except (docker.errors.DockerException, RequestException) as exc:  # not the probe's doing
             raise EngineFailure(f"{type(exc).__name__}: {exc}") from None
 
@@ -208,6 +218,7 @@ class DockerEngine:
         network: bool,
         gpu: bool,
         environment: Mapping[str, str] | None,
+        entrypoint: Sequence[str] | None = None,
     ) -> RunOutcome:
         import docker
         from requests.exceptions import ConnectionError, ReadTimeout
@@ -228,6 +239,7 @@ class DockerEngine:
             network_mode=None if network else "none",
             device_requests=requests,
             environment=dict(environment or {}),
+            entrypoint=None if entrypoint is None else list(entrypoint),
             labels={"io.github.builder.probe": "1"},
         )
         try:
@@ -257,8 +269,16 @@ class DockerEngine:
         finally:
             container.remove(force=True)
 
-    def inspect(self, image: str) -> dict[str, Any]:
-        attrs: dict[str, Any] = self.client.images.get(image).attrs
+    def inspect(self, image: str, *, pull: bool = False) -> dict[str, Any]:
+        import docker
+
+        try:
+            attrs: dict[str, Any] = self.client.images.get(image).attrs
+        except docker.errors.ImageNotFound:
+            if not pull:
+                raise
+            self.log.info(f"pulling {image}")
+            attrs = self.client.images.pull(image).attrs
         return attrs
 
     def push(self, tag: str, log_path: Path) -> str:

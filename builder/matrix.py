@@ -7,11 +7,14 @@ policy. Limits of its own: at most MAX_CELLS cells (the axes' product, counted b
 expanding), cell ids of at most MAX_ID characters (a longer one is cut and given a hash of
 the whole, so it stays unique), an `app.path` and `app.files` inside the matrix's directory,
 an `app.git.rev` that is a full commit, and index and git URLs without credentials (they
-belong in the netrc file named by BUILDER_NETRC).
+belong in the netrc file named by BUILDER_NETRC). `requirements` entries `-r FILE` and
+`-c FILE` are expanded here by `builder.requirements` (pip's rules), each line keeping its
+origin; `requirements_matrix` makes the one-cell matrix of `builder check -r FILE`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import hashlib
@@ -22,7 +25,7 @@ import re
 import shlex
 import string
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +40,13 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import InputError
 from builder.platforms import PLATFORMS
+from builder.requirements import Declared, read_requirements
 from builder.resources import PROBES as PROBE_SCRIPTS
+from builder.resources import SERVE_PROBE
 from builder.yamlnodes import (
     UNSAFE,
     Problems,
+    boolean,
     choice,
     compose,
     is_null,
@@ -60,6 +66,7 @@ from builder.yamlnodes import (
 PROBES = tuple(PROBE_SCRIPTS)  # the probe names, in run order
 # Run when a matrix names no probes; `model-dir` needs a `model_dir` option, so it is opt-in.
 DEFAULT_PROBES = PROBES[:-1]
+PROBE_NAMES = (*PROBES, SERVE_PROBE)  # every probe a matrix may name
 GPU_MODES = ("required", "optional", "none")
 # Distributions users pin most; an axis name close to one of these but not equal is a typo.
 WELL_KNOWN = (
@@ -107,8 +114,19 @@ TOP_KEYS = (
     "runners",
     "image",
     "steps",
+    "fleet",
 )
-BASE_KEYS = ("image", "python", "cuda", "platform", "apt", "preinstalled")
+BASE_KEYS = (
+    "image",
+    "python",
+    "cuda",
+    "platform",
+    "apt",
+    "preinstalled",
+    "reuse_preinstalled",
+    "fleet",  # read by the fleet section (`_fleets`): it narrows the top-level fleet
+)
+AUTO = "auto"  # `preinstalled: auto`: read from the base image itself
 INDEX_KEYS = ("index_url", "extra_index_urls", "wheelhouse", "ca_bundle")
 APP_KEYS = ("path", "git", "files", "entry_modules")
 APP_GIT_KEYS = ("url", "rev")
@@ -122,6 +140,20 @@ MAX_CELLS = 1024  # cells in one matrix, counted from the axes before expanding
 MAX_ID = 120  # characters in a cell id (an image tag may have 128)
 MAX_REFERENCE = 1024  # characters in an image reference; distribution's limits sum to less
 PROBE_OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {"timeout": (int, float), "memory": str}
+SERVE_MODES = ("runpod", "http", "command")
+# probes.serve keys that belong to some modes only
+SERVE_MODE_KEYS: Mapping[str, tuple[str, ...]] = {
+    "input": ("runpod",),
+    "url": ("http",),
+    "request": ("http",),
+    "argv": ("command",),
+    "expect": ("http", "command"),
+}
+SERVE_KEYS = ("mode", "timeout", "memory", *SERVE_MODE_KEYS)
+SERVE_REQUEST_KEYS = ("method", "path", "url", "json")
+SERVE_EXPECT_KEYS = ("status", "keys", "exit_code", "output")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+_REQUEST_PATH = re.compile(r"^/\S*$", re.ASCII)
 
 BASE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.ASCII)
 _DIST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$", re.ASCII)
@@ -173,6 +205,13 @@ class Base:
     platform: str = "linux/amd64"
     apt: tuple[str, ...] = ()
     preinstalled: tuple[tuple[str, str], ...] = ()  # (canonical name, version)
+    preinstalled_auto: bool = False  # `auto`: `preinstalled` is read from the image (baseimage)
+    reuse_preinstalled: bool = False  # the venv sees the base's packages, the lock pins them
+
+    @property
+    def policy(self) -> str:
+        """How the base's own packages are treated, as locks and reports say it."""
+        return "reused" if self.reuse_preinstalled else "isolated"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,10 +317,33 @@ class Cell:
     line: int  # where the cell comes from in the matrix file (its axes or include entry)
     image: ImageConfig = ImageConfig()
     steps: tuple[Step, ...] = ()
+    # (requirement, "file:line") for each of `requirements`: the matrix's line, or the line
+    # of the requirements file a `-r` entry expanded to
+    origins: tuple[tuple[str, str], ...] = ()
+    constraints: tuple[str, ...] = ()  # lines of `-c` files: they limit versions, add nothing
+    fleet: Fleet | None = None  # the GPUs the image will run on (its base's, else the matrix's)
 
     def requirement_lines(self) -> tuple[str, ...]:
         """What the resolver is asked for: shared requirements, then this cell's pins."""
         return self.requirements + tuple(p.requirement for p in self.pins)
+
+    def constraint_lines(self) -> tuple[str, ...]:
+        """Constraints the resolver must meet: the base's packages, exactly, when they are
+        reused, then the lines of `-c` constraint files."""
+        if not self.base.reuse_preinstalled:
+            return self.constraints
+        assert not self.base.preinstalled_auto or self.base.preinstalled, "auto not read yet"
+        reused = tuple(f"{name}=={version}" for name, version in self.base.preinstalled)
+        return reused + self.constraints
+
+    def declared(self, name: str) -> tuple[str, str] | None:
+        """(requirement, "file:line") of the first requirement line that names `name`."""
+        wanted = canonicalize_name(name)
+        for text, origin in self.origins:
+            with contextlib.suppress(InvalidRequirement):
+                if canonicalize_name(Requirement(text).name) == wanted:
+                    return text, origin
+        return None
 
     def pin(self, name: str) -> Pin | None:
         wanted = canonicalize_name(name)
@@ -300,7 +362,12 @@ class Cell:
             "pins": [p.requirement for p in self.pins],
             "requirements": list(self.requirements),
             "profiles": list(self.profiles),
+            **({"source": {"url": g.url, "commit": g.rev}} if (g := self._git) else {}),
         }
+
+    @property
+    def _git(self) -> GitSource | None:
+        return self.app.git if self.app else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,10 +381,16 @@ class Matrix:
     runners: tuple[tuple[str, str], ...] = (("cpu", "ubuntu-latest"), ("gpu", "gpu"))
     profile_paths: tuple[Path, ...] = ()
     profile_marks: tuple[tuple[str, int, int], ...] = ()  # `profiles` entries: (name, line, col)
+    source: str | None = None  # a matrix made in memory: the command that made it
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    def where(self, cell: Cell) -> str:
+        """Where a cell comes from, for findings: `matrix.yaml:LINE`, or the command line
+        that made a matrix in memory (`builder check -r requirements.txt --python 3.10`)."""
+        return self.source or f"{self.path.name}:{cell.line}"
 
     def profile_mark(self, name: str) -> tuple[int, int, str]:
         """Where the `profiles` list names `name`, as (line, column, field), for messages."""
@@ -346,6 +419,58 @@ def _requirement(node: yaml.Node, where: str, problems: Problems) -> str | None:
     return text
 
 
+_INCLUDE = re.compile(r"^(-r|-c)\s+(\S.*)$")  # a `requirements` entry naming a file
+
+
+def _requirements(
+    node: yaml.Node, problems: Problems, root: Path
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """`requirements`: PEP 508 lines, and `-r FILE` / `-c FILE` entries (relative to the
+    matrix) expanded into their files' lines by pip's rules (`builder.requirements`).
+    Returns each requirement with where it comes from, and the constraint lines."""
+    origins: list[tuple[str, str]] = []
+    constraints: list[str] = []
+    for i, item in enumerate(sequence(node, "requirements", problems)):
+        where = f"requirements[{i}]"
+        text = scalar(item, where, problems)
+        include = _INCLUDE.match(text) if text is not None else None
+        if include is not None:
+            declared = _included(item, where, problems, root, include[1], include[2].strip())
+            origins += ((line.text, line.origin) for line in declared.requirements)
+            constraints += (line.text for line in declared.constraints)
+        elif text is not None and text.startswith("-"):
+            problems.add(
+                item,
+                where,
+                f"unsupported entry {text!r} (expected a PEP 508 line, `-r FILE` or `-c FILE`)",
+            )
+        elif text is not None and _requirement(item, where, problems):
+            origins.append((text, f"{problems.path.name}:{item.start_mark.line + 1}"))
+    return tuple(origins), tuple(constraints)
+
+
+def _included(
+    node: yaml.Node, where: str, problems: Problems, root: Path, flag: str, name: str
+) -> Declared:
+    """A `-r`/`-c` entry's file and its includes (nothing, when they have problems); index
+    options there are refused, since the matrix's `indexes` decide them (per CUDA)."""
+    try:
+        declared = read_requirements(root, name, constraints=flag == "-c")
+    except InputError as exc:
+        problems.add(node, where, exc.message, exc.hint)
+        return Declared()
+    for option in declared.indexes:
+        problems.add(
+            node,
+            where,
+            f"{option.origin}: {option.flag} in a requirements file: a matrix's indexes "
+            "are its `indexes` section",
+            hint="move it to indexes.index_url, indexes.extra_index_urls (a URL, or {url, "
+            "cuda}) or indexes.wheelhouse",
+        )
+    return Declared() if declared.indexes else declared
+
+
 def _pin_specifier(node: yaml.Node, where: str, problems: Problems) -> str | None:
     """An axis value: a bare version means `==version`, else a full specifier."""
     text = scalar(node, where, problems)
@@ -369,7 +494,12 @@ def _pin_specifier(node: yaml.Node, where: str, problems: Problems) -> str | Non
         return None
 
 
-def _preinstalled(node: yaml.Node, where: str, problems: Problems) -> tuple[tuple[str, str], ...]:
+def _preinstalled(
+    node: yaml.Node, where: str, problems: Problems
+) -> tuple[tuple[str, str], ...] | str:
+    """A list of name==version, or `auto`."""
+    if isinstance(node, yaml.ScalarNode) and node.value == AUTO and node.tag.endswith(":str"):
+        return AUTO
     out = []
     for i, item in enumerate(sequence(node, where, problems)):
         text = scalar(item, join(where, i), problems)
@@ -436,6 +566,13 @@ def _base(name: str, node: yaml.Node, where: str, problems: Problems) -> Base | 
     platform = platform or "linux/amd64"
     apt = optional(fields, "apt", where, problems, strings, _APT, "Debian package name") or ()
     pre = optional(fields, "preinstalled", where, problems, _preinstalled) or ()
+    reuse = optional(fields, "reuse_preinstalled", where, problems, boolean) or False
+    if reuse and not pre:
+        problems.add(
+            fields["reuse_preinstalled"][1],
+            join(where, "reuse_preinstalled"),
+            "nothing to reuse: declare `preinstalled` (name==version list, or auto)",
+        )
     if image is None or python is None:
         return None
     return Base(
@@ -445,7 +582,9 @@ def _base(name: str, node: yaml.Node, where: str, problems: Problems) -> Base | 
         cuda=cuda,
         platform=platform,
         apt=apt,
-        preinstalled=pre,
+        preinstalled=() if isinstance(pre, str) else pre,
+        preinstalled_auto=pre == AUTO,
+        reuse_preinstalled=reuse,
     )
 
 
@@ -752,13 +891,18 @@ def _probes(
     if isinstance(node, yaml.SequenceNode):
         names = strings(node, "probes", problems)
         for i, name in enumerate(names):
-            if name not in PROBES:
+            if name == SERVE_PROBE:
+                message = "needs options (probes as a mapping: serve: {mode: ...})"
+                problems.add(node.value[i], f"probes[{i}]", message)
+            elif name not in PROBES:
                 problems.add(node.value[i], f"probes[{i}]", f"unknown probe{suggest(name, PROBES)}")
         return tuple((n, ()) for n in names if n in PROBES)
     out = []
-    for name, (_, value) in mapping(node, "probes", problems, PROBES).items():
+    for name, (_, value) in mapping(node, "probes", problems, PROBE_NAMES).items():
         options: tuple[tuple[str, Any], ...] = ()
-        if not is_null(value):
+        if name == SERVE_PROBE:
+            options = _serve_options(value, join("probes", name), problems)
+        elif not is_null(value):
             options = _probe_options(value, join("probes", name), problems)
         out.append((name, options))
     return tuple(out)
@@ -804,6 +948,84 @@ def _freeze(value: Any) -> Any:
 def _type_name(wanted: type | tuple[type, ...]) -> str:
     names = [k.__name__ for k in (wanted if isinstance(wanted, tuple) else (wanted,))]
     return {"int": "a number", "str": "a string"}.get(names[0], names[0])
+
+
+def _serve_options(node: yaml.Node, where: str, problems: Problems) -> tuple[tuple[str, Any], ...]:
+    """`probes.serve`: the mode that runs the image's own command, and what counts as serving.
+    Unknown keys and keys of another mode are refused; each mode's required key is checked."""
+    fields = mapping(node, where, problems, SERVE_KEYS)
+    if isinstance(node, yaml.MappingNode) and "mode" not in fields:
+        problems.add(node, join(where, "mode"), "missing required key (runpod, http or command)")
+    mode = optional(fields, "mode", where, problems, choice, SERVE_MODES)
+    for key, (key_node, value_node) in fields.items():
+        modes = SERVE_MODE_KEYS.get(key, SERVE_MODES)
+        if mode and mode not in modes:
+            problems.add(key_node, join(where, key), f"only for mode {' or '.join(modes)}")
+        elif key in _SERVE_READERS:
+            _SERVE_READERS[key](value_node, join(where, key), problems)
+    required = {"http": "url", "command": "argv"}.get(mode or "")
+    if required and required not in fields:
+        problems.add(node, join(where, required), f"missing required key for mode {mode}")
+    return _probe_options(node, where, problems) if fields else ()
+
+
+def _serve_url(node: yaml.Node, where: str, problems: Problems) -> None:
+    text = scalar(node, where, problems)
+    parts = urllib.parse.urlsplit(text or "")
+    if text is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+        problems.add(node, where, f"expected an http:// or https:// URL, got {text!r}")
+
+
+def _serve_input(node: yaml.Node, where: str, problems: Problems) -> None:
+    value = plain(node, where, problems)
+    if not isinstance(value, dict) or "input" not in value:
+        problems.add(node, where, "expected a RunPod job: a mapping with an `input` key")
+
+
+def _serve_request(node: yaml.Node, where: str, problems: Problems) -> None:
+    fields = mapping(node, where, problems, SERVE_REQUEST_KEYS)
+    optional(fields, "method", where, problems, choice, HTTP_METHODS)
+    optional(fields, "path", where, problems, scalar, _REQUEST_PATH, "path (one starting with /)")
+    optional(fields, "url", where, problems, _serve_url)
+    optional(fields, "json", where, problems, plain)
+    if "path" in fields and "url" in fields:
+        problems.add(fields["url"][0], join(where, "url"), "give `path` or `url`, not both")
+
+
+def _serve_expect(node: yaml.Node, where: str, problems: Problems) -> None:
+    fields = mapping(node, where, problems, SERVE_EXPECT_KEYS)
+    optional(fields, "status", where, problems, _integer, 100, 599)
+    optional(fields, "exit_code", where, problems, _integer, 0, 255)
+    optional(fields, "keys", where, problems, strings)
+    pattern = optional(fields, "output", where, problems, scalar)
+    try:
+        re.compile(pattern or "")
+    except re.error as exc:
+        problems.add(fields["output"][1], join(where, "output"), f"invalid regex: {exc}")
+
+
+_SERVE_READERS: Mapping[str, Callable[[yaml.Node, str, Problems], object]] = {
+    "url": _serve_url,
+    "input": _serve_input,
+    "argv": lambda node, where, problems: _argv(node, where, problems),  # defined below
+    "request": _serve_request,
+    "expect": _serve_expect,
+}
+
+
+def _check_serve_command(
+    node: yaml.Node, probes: tuple[tuple[str, Any], ...], image: ImageConfig, problems: Problems
+) -> None:
+    """The runpod and http modes run the image's own entrypoint and cmd: it must have one."""
+    mode = dict(dict(probes).get(SERVE_PROBE, ())).get("mode")
+    if mode not in ("runpod", "http") or image.cmd or image.entrypoint:
+        return
+    problems.add(
+        mapping(node, "probes", problems)[SERVE_PROBE][1],
+        join("probes", SERVE_PROBE),
+        f"mode {mode} runs the image's own command, but `image` has no `cmd` or `entrypoint`",
+        hint="set image.cmd (e.g. [python, -u, handler.py]), or use serve mode `command`",
+    )
 
 
 def _app(node: yaml.Node, problems: Problems, root: Path) -> App | None:
@@ -1065,6 +1287,167 @@ def _shell(node: yaml.Node, where: str, problems: Problems) -> str | None:
     return text
 
 
+# ---------------------------------------------------------------- fleet
+#
+# `fleet: {gpus: [rtx4090, h100, sm_120], driver: "550.54.15"}`: the GPUs an image will land on
+# (names from builder/data/gpus.yaml, or a raw sm_XY) and the oldest NVIDIA driver among its
+# hosts. A base may narrow it (`bases.X.fleet`): a subset of the GPUs, a driver no older.
+# `builder check` (builder/check/fleet.py) and the cuda probe judge each cell against it.
+
+GPU_TABLE = Path(__file__).resolve().parent / "data" / "gpus.yaml"
+FLEET_KEYS = ("gpus", "driver")
+RAW_SM = re.compile(r"^sm_([1-9][0-9]?)([0-9])$", re.ASCII)
+_DRIVER = re.compile(r"^[1-9][0-9]{2,3}(?:\.[0-9]{1,3}){0,2}$", re.ASCII)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetGpu:
+    """One GPU of a fleet: a table name (`rtx5090`) or a raw `sm_120`."""
+
+    name: str
+    sm: str  # "sm_120"
+    label: str  # "NVIDIA GeForce RTX 5090"; the sm itself for a raw entry
+    source: str  # where its compute capability comes from
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        match = RAW_SM.match(self.sm)
+        assert match, self.sm
+        return int(match[1]), int(match[2])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """The GPUs a cell's image serves on, and the oldest driver among their hosts."""
+
+    gpus: tuple[FleetGpu, ...] = ()
+    driver: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        gpus = [{"name": g.name, "sm": g.sm, "label": g.label} for g in self.gpus]
+        return {"gpus": gpus, "driver": self.driver}
+
+
+def load_gpu_table(path: Path = GPU_TABLE) -> dict[str, FleetGpu]:
+    """builder/data/gpus.yaml: name -> the GPU with its sm_XY, label and source."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    out = {}
+    for name, row in data["gpus"].items():
+        major, minor = str(row["capability"]).split(".")
+        sm = f"sm_{major}{minor}"
+        out[name] = FleetGpu(name=name, sm=sm, label=row["label"], source=row["source"])
+    return out
+
+
+def driver_key(version: str) -> tuple[int, ...]:
+    """A driver version as numbers: "550.54.15" < "580"."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def _fleets(top: Mapping[str, tuple[yaml.Node, yaml.Node]], problems: Problems) -> dict[str, Any]:
+    """`fleet` and each `bases.X.fleet` (a base's other keys are `_base`'s)."""
+    nodes = _base_fleet_nodes(top["bases"][1])
+    if "fleet" not in top and not nodes:
+        return {"fleet": None, "fleets": {}}
+    table = load_gpu_table()
+    fleet = _fleet(top["fleet"][1], "fleet", problems, table, None) if "fleet" in top else None
+    fleets = {
+        name: _fleet(node, f"bases.{name}.fleet", problems, table, fleet) for name, node in nodes
+    }
+    return {"fleet": fleet, "fleets": {k: v for k, v in fleets.items() if v is not None}}
+
+
+def _base_fleet_nodes(bases: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    """(base name, its `fleet` node) for every base that has one."""
+    out = []
+    for name_node, base in bases.value if isinstance(bases, yaml.MappingNode) else ():
+        for key, value in base.value if isinstance(base, yaml.MappingNode) else ():
+            if isinstance(key, yaml.ScalarNode) and key.value == "fleet":
+                out.append((str(name_node.value), value))
+    return out
+
+
+def cell_fleet(shared: Mapping[str, Any], base: str) -> Fleet | None:
+    """A cell's fleet: its base's, else the matrix's."""
+    fleets: Mapping[str, Fleet] = shared.get("fleets") or {}
+    return fleets.get(base) or shared.get("fleet")
+
+
+def _fleet(
+    node: yaml.Node,
+    where: str,
+    problems: Problems,
+    table: Mapping[str, FleetGpu],
+    parent: Fleet | None,
+) -> Fleet | None:
+    fields = mapping(node, where, problems, FLEET_KEYS)
+    if isinstance(node, yaml.MappingNode) and not fields and not node.value:
+        problems.add(node, where, "a fleet needs `gpus` or `driver`")
+    gpus = parent.gpus if parent else ()
+    if "gpus" in fields:
+        gpus = _fleet_gpus(fields["gpus"][1], join(where, "gpus"), problems, table, parent)
+    driver = optional(fields, "driver", where, problems, scalar, _DRIVER, "driver version")
+    if driver and parent and parent.driver and driver_key(driver) < driver_key(parent.driver):
+        problems.add(
+            fields["driver"][1],
+            join(where, "driver"),
+            f"{driver} is older than the matrix's fleet.driver {parent.driver}: a base's "
+            "fleet narrows the matrix's",
+        )
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return Fleet(gpus=gpus, driver=driver or (parent.driver if parent else None))
+
+
+def _fleet_gpus(
+    node: yaml.Node,
+    where: str,
+    problems: Problems,
+    table: Mapping[str, FleetGpu],
+    parent: Fleet | None,
+) -> tuple[FleetGpu, ...]:
+    """Table names or raw sm_XY, each once; under a parent fleet, only GPUs it has."""
+    items = sequence(node, where, problems)
+    if isinstance(node, yaml.SequenceNode) and not items:
+        problems.add(node, where, "a fleet needs at least one GPU")
+    out: dict[str, FleetGpu] = {}
+    for i, item in enumerate(items):
+        text = scalar(item, join(where, i), problems)
+        gpu = _fleet_gpu(text, item, join(where, i), problems, table) if text else None
+        if gpu is None:
+            continue
+        if gpu.name in out:
+            problems.add(item, join(where, i), f"{gpu.name!r} is listed twice")
+        elif parent and parent.gpus and gpu.sm not in {g.sm for g in parent.gpus}:
+            names = ", ".join(g.name for g in parent.gpus)
+            problems.add(
+                item,
+                join(where, i),
+                f"{gpu.name} ({gpu.sm}) is not in the matrix's fleet ({names}): a base's "
+                "fleet narrows the matrix's",
+            )
+        else:
+            out[gpu.name] = gpu
+    return tuple(out.values())
+
+
+def _fleet_gpu(
+    text: str, node: yaml.Node, where: str, problems: Problems, table: Mapping[str, FleetGpu]
+) -> FleetGpu | None:
+    if text in table:
+        return table[text]
+    if RAW_SM.match(text):
+        return FleetGpu(name=text, sm=text, label=text, source="a compute capability in the matrix")
+    problems.add(
+        node,
+        where,
+        f"unknown GPU {text!r}{suggest(text, table)}",
+        hint=f"name a GPU of builder/data/{GPU_TABLE.name} ({', '.join(sorted(table))}) or a compute "
+        "capability as sm_XY (sm_89 for 8.9)",
+    )
+    return None
+
+
 # ---------------------------------------------------------------- the reader
 
 
@@ -1112,6 +1495,7 @@ def _build(root_node: yaml.Node, problems: Problems, path: Path) -> Matrix | Non
     if not {"bases", "axes"} <= top.keys():
         return None
     shared = _shared(top, problems, path.parent)
+    shared.update(_fleets(top, problems))
     bases = _bases(top["bases"][1], problems)
     known = sorted(
         {*WELL_KNOWN, *(canonicalize_name(Requirement(r).name) for r in shared["requirements"])}
@@ -1170,6 +1554,8 @@ def _shared(
 
     out: dict[str, Any] = {
         "requirements": (),
+        "origins": (),
+        "constraints": (),
         "index": _IndexSpec(None, (), (), None),
         "profiles": (),
         "probes": tuple((p, ()) for p in DEFAULT_PROBES),
@@ -1187,11 +1573,8 @@ def _shared(
     if (n := node("steps")) is not None:
         out["steps"] = _steps(n, problems)
     if (n := node("requirements")) is not None:
-        items = (
-            _requirement(x, f"requirements[{i}]", problems)
-            for i, x in enumerate(sequence(n, "requirements", problems))
-        )
-        out["requirements"] = tuple(r for r in items if r)
+        out["origins"], out["constraints"] = _requirements(n, problems, root)
+        out["requirements"] = tuple(text for text, _ in out["origins"])
     if (n := node("indexes")) is not None:
         out["index"] = _indexes(n, problems, root)
     if (n := node("profiles")) is not None:
@@ -1205,6 +1588,7 @@ def _shared(
         out["profile_paths"] = tuple(p for p in paths if p)
     if (n := node("probes")) is not None:
         out["probes"] = _probes(n, problems)
+        _check_serve_command(n, out["probes"], out["image"], problems)
     if (n := node("gpu")) is not None:
         out["gpu"] = choice(n, "gpu", problems, GPU_MODES) or "optional"
     if (n := node("app")) is not None:
@@ -1298,6 +1682,9 @@ def _cell(
         line=entry.line,
         image=shared["image"],
         steps=shared["steps"],
+        origins=shared["origins"],
+        constraints=shared["constraints"],
+        fleet=cell_fleet(shared, base_name),
     )
 
 
@@ -1314,3 +1701,142 @@ def select_cells(matrix: Matrix, patterns: Sequence[str]) -> tuple[Cell, ...]:
             hint="`builder matrix` lists the cell ids",
         )
     return tuple(chosen)
+
+
+# ---------------------------------------------------------------- `builder check -r`
+
+DEFAULT_PYTHON = "3.11"  # the cell's Python when `check -r` is given no --python
+DEFAULT_IMAGE = "scratch"  # and its image without --base: a name that claims nothing
+
+
+def requirements_matrix(
+    files: Sequence[Path],
+    *,
+    image: str | None = None,
+    python: str | None = None,
+    cuda: str | None = None,
+    platform: str | None = None,
+    profiles: Sequence[str] = (),
+    known_profiles: Sequence[str] = (),
+) -> Matrix:
+    """The one-cell matrix `builder check -r FILE ...` checks: the files read as a matrix's
+    `-r` entries are (relative to the working directory), their index options as the
+    cell's indexes, on a base made of the options (Python 3.11, CPU and linux/amd64 by
+    default). Raises InputError naming every bad option, or the file line at fault."""
+    python, platform = python or DEFAULT_PYTHON, platform or "linux/amd64"
+    bad = _option_problems(image, python, cuda, platform, profiles, known_profiles)
+    if bad:
+        raise InputError(
+            "\n".join(bad), hint=f"known profiles: {', '.join(known_profiles)}; see --help"
+        )
+    declared = [read_requirements(Path(), f) for f in files]
+    lines = [line for d in declared for line in d.requirements]
+    name = _options_base_name(python, cuda, platform)
+    base = Base(
+        name=name, image=image or DEFAULT_IMAGE, python=python, cuda=cuda, platform=platform
+    )
+    cell = Cell(
+        id=cell_id(name, ()),
+        base=base,
+        pins=(),
+        axes=(("base", name),),
+        requirements=tuple(line.text for line in lines),
+        indexes=_file_indexes(declared),
+        profiles=tuple(profiles),
+        probes=tuple((p, ()) for p in DEFAULT_PROBES),
+        gpu="optional",
+        app=None,
+        line=1,
+        origins=tuple((line.text, line.origin) for line in lines),
+        constraints=tuple(line.text for d in declared for line in d.constraints),
+    )
+    command = " ".join(
+        [
+            "builder check",
+            *(f"-r {shlex.quote(str(f))}" for f in files),
+            f"--python {python}",
+            *([f"--cuda {cuda}"] if cuda else []),
+            *([f"--platform {platform}"] if platform != "linux/amd64" else []),
+            *([f"--base {image}"] if image else []),
+        ]
+    )
+    return Matrix(path=Path(files[0]), bases=(base,), cells=(cell,), source=command)
+
+
+def _option_problems(
+    image: str | None,
+    python: str,
+    cuda: str | None,
+    platform: str,
+    profiles: Sequence[str],
+    known: Sequence[str],
+) -> list[str]:
+    """What is wrong with `check -r`'s base options, by the rules of a matrix's `bases`."""
+    bad = []
+    if image is not None and not _valid_reference(image):
+        bad.append(f"--base {image!r}: invalid image reference (expected like python:3.11)")
+    if not _PYTHON.match(python):
+        bad.append(f"--python {python!r}: invalid Python version (expected like 3.11)")
+    if cuda is not None and not _CUDA.match(cuda):
+        bad.append(f"--cuda {cuda!r}: invalid CUDA version (expected like 12.1; none for CPU)")
+    if platform not in PLATFORMS:
+        bad.append(f"--platform {platform!r}: unsupported platform{suggest(platform, PLATFORMS)}")
+    for name in profiles:
+        if name not in known:
+            bad.append(f"--profile {name!r}: unknown profile{suggest(name, known)}")
+    return bad
+
+
+def _valid_reference(text: str) -> bool:
+    if len(text) > MAX_REFERENCE or UNSAFE.search(text) or text.split() != [text]:
+        return False
+    try:
+        Reference.parse(text)
+    except (InvalidReference, InvalidDigest):
+        return False
+    return True
+
+
+def _options_base_name(python: str, cuda: str | None, platform: str) -> str:
+    """`py310-cu121`, `py311-cpu`, `py311-cpu-arm64`: the base's (and the cell's) name."""
+    accelerator = "cu" + "".join(cuda.split(".")[:2]) if cuda else "cpu"
+    arch = "" if platform == "linux/amd64" else "-" + platform.removeprefix("linux/")
+    return f"py{python.replace('.', '')}-{accelerator}{arch.replace('/', '-')}"
+
+
+def _file_indexes(declared: Sequence[Declared]) -> Indexes:
+    """The cell's indexes from the files' --index-url, --extra-index-url and --find-links
+    (a local directory, relative to its file), checked as a matrix's `indexes` are."""
+    problems: list[Problems] = []
+    index_url: tuple[str, str] | None = None  # (url, origin)
+    extra: list[str] = []
+    wheelhouse: list[Path] = []
+    for option in (o for d in declared for o in d.indexes):
+        found = Problems(Path(option.file))
+        problems.append(found)
+        mark = yaml.Mark(option.file, 0, option.line - 1, 0, None, 0)
+        node = yaml.ScalarNode("tag:yaml.org,2002:str", option.value, mark, mark)
+        if option.flag == "--find-links":
+            if "://" in option.value:
+                found.add(node, option.flag, "only a local directory is supported")
+            elif path := _local_path(
+                node, option.flag, found, Path(option.file).parent, want_dir=True
+            ):
+                wheelhouse.append(path)
+        elif (url := _url(node, option.flag, found)) is None:
+            continue
+        elif option.flag == "--extra-index-url":
+            extra.append(url)
+        elif index_url is not None:
+            found.add(node, option.flag, f"given twice (also at {index_url[1]})")
+        else:
+            index_url = (url, option.origin)
+    lines = [text for p in problems for _, _, text in p.items]
+    if lines:
+        hints = [h for p in problems for h in p.hints]
+        raise InputError("\n".join(lines), hint="; ".join(hints) or None)
+    return Indexes(
+        index_url=index_url[0] if index_url else None,
+        extra_index_urls=tuple(dict.fromkeys(extra)),
+        wheelhouse=tuple(dict.fromkeys(wheelhouse)),
+    )

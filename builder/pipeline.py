@@ -12,19 +12,20 @@ import json
 import os
 import platform
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from builder import __version__, cache, proc
 from builder import probe as probe_module
 from builder.backends import Backend, Setup, open_backend
+from builder.check.fleet import probe_option as fleet_option
 from builder.errors import BuilderError
 from builder.files import ensure_dir, write_atomic
 from builder.lock import (
-    ISOLATION,
     LockResult,
     lock_cell,
     lock_path,
@@ -34,7 +35,7 @@ from builder.lock import (
 )
 from builder.log import Log
 from builder.matrix import Cell, Matrix
-from builder.probe import Target, run_probe
+from builder.probe import SERVE_HTTP, Target, limits, memory_bytes, run_probe
 from builder.records import (
     CachePart,
     CellResult,
@@ -47,7 +48,7 @@ from builder.records import (
     summarize,
 )
 from builder.render import Rendered
-from builder.resources import data_dir
+from builder.resources import SERVE_PROBE, data_dir
 from builder.settings import Settings
 
 LockStep = Callable[[Matrix, Cell, Settings], LockResult]
@@ -63,6 +64,8 @@ class ValidateOptions:
     cache_dir: Path | None = None
     use_cache: bool = True
     build_anyway: bool = False
+    jobs: int = 1  # cells in flight: one builds while another is probed
+    probe_jobs: int | None = None  # probes at once, across cells (None: this machine's cores)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +79,9 @@ class Session:
     backend: Backend
     gpu_name: str | None = None
     lock: LockStep = lock_cell
+    # what the probes of every cell share (cores, memory), and how many cells build at once
+    budget: proc.Budget = field(default_factory=proc.machine_budget)
+    builds: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
 
 
 def now() -> str:
@@ -119,11 +125,17 @@ def probe_options(
         "numpy_spec": numpy_spec(cell),
         "app_path": target.app_path,
         "entry_modules": list(cell.app.entry_modules) if cell.app else [],
+        "reused": cell.base.reuse_preinstalled,
+        "preinstalled": dict(cell.base.preinstalled) if cell.base.reuse_preinstalled else {},
     }
+    if name == "cuda":  # the GPUs the image will land on, judged inside it without one
+        options["fleet"] = fleet_option(cell)
     options.update(profile_options(session.matrix, cell, name))
     options.update({k: list(v) if isinstance(v, tuple) else v for k, v in extra})
     if options.get("model_dir"):  # relative to the matrix file, like every other path in it
         options["model_dir"] = str((session.matrix.root / options["model_dir"]).resolve())
+    if name == "media":  # numba's cache outlives the probe's container (see validate/media.py)
+        options.setdefault("jit_cache", str(session.settings.jit_cache.resolve()))
     return options
 
 
@@ -155,7 +167,7 @@ def lock_part(matrix: Matrix, cell: Cell, diff: dict[str, Any] | None = None) ->
     return LockPart(
         path=str(lock_path(matrix, cell)),
         sha256=lock.sha256 if lock else None,
-        preinstalled=ISOLATION,
+        preinstalled=cell.base.policy,
         packages={p.name: p.version for p in parse_lock(lock.text)} if lock else {},
         diff=diff,
     )
@@ -190,13 +202,15 @@ def cache_key(session: Session, cell: Cell, rendered: Rendered | None) -> str:
     lock = read_lock(lock_path(session.matrix, cell))
     parts: dict[str, Any] = {
         "cell": cell.id,
-        "builder": [__version__, cache.files_digest([Path(probe_module.__file__)])],
+        "builder": [__version__, cache.files_digest([Path(probe_module.__file__), SERVE_HTTP])],
         "engine": session.options.engine,
         "gpu": session.gpu_name,
         "gpu_mode": cell.gpu,
         "lock": lock.sha256 if lock else None,
         "probes": cache.files_digest(data_dir("validate").glob("*.py")),
         "probe_options": [[n, list(o)] for n, o in cell.probes],
+        # a GPU added to the fleet re-judges the cell; a cell without one keeps its key
+        **({"fleet": fleet} if (fleet := fleet_option(cell)) else {}),
         # what the profiles ask of each probe, by content: editing a profile re-validates
         "profile_asks": [[n, profile_options(session.matrix, cell, n)] for n, _ in cell.probes],
         "app": _app_digest(cell),
@@ -248,15 +262,48 @@ def inputs_of(session: Session, cell: Cell) -> Path:
 
 
 def probe_cell(session: Session, cell: Cell, rendered: Rendered | None) -> Verdict:
-    """Prepare the backend's target, then run every probe of the cell on it."""
-    setup = session.backend.prepare(cell, inputs_of(session, cell), rendered)
+    """Prepare the backend's target (as many cells at once as `session.builds` lets), then
+    run every probe of the cell on it."""
+    with session.builds:
+        setup = session.backend.prepare(cell, inputs_of(session, cell), rendered)
     if not isinstance(setup, Setup):
         return setup
-    probes = tuple(
-        run_probe_logged(session, cell, setup.target, name, options)
-        for name, options in cell.probes
-    )
+    probes = run_probes(session, cell, setup.target)
     return Verdict(*cell_status(probes), build=setup.build, probes=probes)
+
+
+# Probes started first when they run side by side: the longest, so that the short ones fill
+# in around them. The serve probe runs last and alone: its time to ready is a measurement.
+LONGEST_FIRST = ("generate", "imports", "media", "model-dir", "cuda", "numpy", "pip-check")
+
+
+def run_probes(session: Session, cell: Cell, target: Target) -> tuple[ProbeResult, ...]:
+    """The cell's probes, each in its own container or process, as many at once as the
+    session's budget of cores and memory allows (each holds a core and its memory limit);
+    results in the cell's probe order."""
+    probes = list(cell.probes)
+    side_by_side = sorted(
+        (p for p in probes if p[0] != SERVE_PROBE),
+        key=lambda p: LONGEST_FIRST.index(p[0]) if p[0] in LONGEST_FIRST else len(LONGEST_FIRST),
+    )
+    alone = [p for p in probes if p[0] == SERVE_PROBE]
+
+    def one(probe: tuple[str, tuple[tuple[str, Any], ...]], _: threading.Event) -> ProbeResult:
+        name, options = probe
+        cores = session.budget.cores if name == SERVE_PROBE else 1
+        memory = memory_bytes(limits(name, dict(options))[1])
+        with session.budget.hold(cores, memory):
+            return run_probe_logged(session, cell, target, name, options)
+
+    def crashed(probe: tuple[str, tuple[tuple[str, Any], ...]], exc: Exception) -> ProbeResult:
+        reason = f"the probe crashed: {type(exc).__name__}: {exc}"
+        return ProbeResult(probe=probe[0], status=Status.ERROR, reason=reason[:500], seconds=0.0)
+
+    jobs = session.options.probe_jobs or session.budget.cores
+    done = proc.parallel_map(one, side_by_side, jobs, crashed)
+    done += proc.parallel_map(one, alone, 1, crashed)
+    found = {name: result for (name, _), result in zip(side_by_side + alone, done, strict=True)}
+    return tuple(found[name] for name, _ in probes)
 
 
 def run_probe_logged(
@@ -351,6 +398,7 @@ def open_session(
         backend = open_backend(
             options.engine, matrix, settings, log, options.output, gpu is not None
         )
+    budget = proc.machine_budget()
     return Session(
         matrix=matrix,
         options=options,
@@ -359,6 +407,8 @@ def open_session(
         backend=backend,
         gpu_name=gpu,
         lock=lock,
+        budget=proc.Budget(options.probe_jobs or budget.cores, budget.memory),
+        builds=threading.Semaphore(max(1, options.jobs // 2)),
     )
 
 
@@ -381,10 +431,7 @@ def validate(
     session = open_session(matrix, options, settings, log, backend, lock)
     with log.step("check"):
         found = checks(matrix, cells, settings, log)
-    results = []
-    for cell in cells:
-        with log.step(f"validate {cell.id}"):
-            results.append(validate_cell(session, cell, found.get(cell.id)).to_json())
+    results = validate_cells(session, cells, found)
     report = {
         "schema_version": 1,
         "builder_version": __version__,
@@ -394,6 +441,33 @@ def validate(
     }
     write_report(report, options.output, settings.step_summary)
     return report
+
+
+def validate_cells(
+    session: Session, cells: Sequence[Cell], checks: Mapping[str, CheckPart]
+) -> list[dict[str, Any]]:
+    """Every cell's result, in matrix order. With `jobs` > 1 that many cells are in flight
+    (half of them building, at least one), so one cell builds while another is probed."""
+    log, jobs = session.log, session.options.jobs
+    if jobs <= 1 or len(cells) <= 1:
+        results = []
+        for cell in cells:
+            with log.step(f"validate {cell.id}"):
+                results.append(validate_cell(session, cell, checks.get(cell.id)).to_json())
+        return results
+
+    def one(cell: Cell, _: threading.Event) -> dict[str, Any]:
+        log.info(f"==> validate {cell.id}")  # no step groups: cells interleave
+        result = validate_cell(session, cell, checks.get(cell.id))
+        log.info(f"    validate {cell.id}: {result.seconds or 0:.1f}s")
+        return result.to_json()
+
+    def crashed(cell: Cell, exc: Exception) -> dict[str, Any]:
+        crash = Verdict(Status.ERROR, log.crash(cell.id, exc)[:500])
+        lock = lock_part(session.matrix, cell)
+        return CellResult(cell=cell.to_json(), lock=lock, verdict=crash).to_json()
+
+    return proc.parallel_map(one, cells, jobs, crashed)
 
 
 def write_report(report: dict[str, Any], output: Path, step_summary: Path | None) -> None:

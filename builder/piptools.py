@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from builder.engine import Engine, Mount
-from builder.lock import Resolution, explain_failure
+from builder.lock import Resolution, explain_failure, write_inputs
 from builder.matrix import Cell
 from builder.settings import Settings
 
@@ -63,7 +63,7 @@ class PipToolsResolver:
         """pip-compile in a container of the cell's base (network on, CA mounted)."""
         with tempfile.TemporaryDirectory(prefix="builder-piptools-") as tmp:
             work = Path(tmp)
-            (work / "requirements.in").write_text("\n".join(cell.requirement_lines()) + "\n")
+            write_inputs(work, cell)
             if previous is not None:
                 (work / "previous.txt").write_text(previous)
             mounts, env = _mounts(cell, settings, work)

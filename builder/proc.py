@@ -7,10 +7,12 @@ tells running work to stop, so `run` kills its child and temporary directories a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -101,3 +103,38 @@ def parallel_map(
             for future in futures:
                 future.cancel()
             raise
+
+
+class Budget:
+    """Cores and memory that concurrent work holds while it runs (probes of one run, across
+    its cells). A request for more than the whole budget gets all of it: that work runs alone."""
+
+    def __init__(self, cores: int, memory: int) -> None:
+        self.cores, self.memory = max(1, cores), max(1, memory)
+        self._cores, self._memory = self.cores, self.memory  # free now
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, cores: int = 1, memory: int = 0) -> Iterator[None]:
+        """Wait until `cores` and `memory` bytes are free, and hold them until the block ends."""
+        cores, memory = min(max(0, cores), self.cores), min(max(0, memory), self.memory)
+        with self._changed:
+            self._changed.wait_for(lambda: self._cores >= cores and self._memory >= memory)
+            self._cores -= cores
+            self._memory -= memory
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._cores += cores
+                self._memory += memory
+                self._changed.notify_all()
+
+
+def machine_budget() -> Budget:
+    """This machine's cores and physical memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not on Linux: no memory bound beyond the probes' own
+        memory = 1 << 62
+    return Budget(os.cpu_count() or 1, memory)

@@ -10,7 +10,9 @@ replaces it). The format (also in `builder/data/profiles/README.md`):
     python: ">=3.10"               # Python range (a PEP 440 specifier)
     requirements:                  # PEP 508 requirements the model's code needs
       - requirement: transformers>=4.49.0,<=4.51.3
-        source: https://.../requirements.txt     # required on every rule
+        kind: requirements         # requirements | code (errors), readme | maintainer (warnings)
+        source: Wan-Video/Wan2.2@<40-hex commit>:requirements.txt:6   # required on every rule
+        quote: transformers>=4.49.0,<=4.51.3     # that line, verbatim (required with `kind`)
         optional: false            # optional: checked when installed, not required
         alternatives: [opencv-python-headless]   # other distributions of the same modules
     imports: [torch, cv2]          # modules that must import
@@ -27,9 +29,16 @@ replaces it). The format (also in `builder/data/profiles/README.md`):
 
 Each of `python`, `gpu_at_import`, `min_gpu_memory_gb`, `generate_variant` and
 `loads_bin_weights` is a plain value (its source is the profile's `source`) or
-`{value: ..., source: ...}`. Through `extends`, a child's requirement replaces the parent's
-rule for the same distribution, lists (`imports`, `optional_imports`, `known_bad`) add up, and a
+`{value: ..., source: ...}`. Through `extends`, a child's requirements replace the parent's
+rules for the same distribution, lists (`imports`, `optional_imports`, `known_bad`) add up, and a
 value the child states (even null) replaces the parent's.
+
+A rule with a `kind` cites its source as `owner/repo@commit:path:line` (a full 40-hex commit)
+with the line itself as `quote`; its kind sets the severity of its findings: a requirements file
+or the code is an error, a README install line or a maintainer's word is a warning ("tested
+with"). One file may state several rules for one distribution when their kinds differ (code needs
+`xformers`, the README was tested with `xformers==0.0.28`). A rule without `kind` (a user's own
+profile, a `builder scan` draft) takes free text as its source and is held as a requirement.
 
 Problems are `InputError`s located as `file:line:col: field: message`, like matrix.yaml's.
 """
@@ -83,11 +92,45 @@ PROFILE_KEYS = (
     "loads_bin_weights",
     "known_bad",
 )
-RULE_KEYS = ("requirement", "source", "optional", "alternatives")
+RULE_KEYS = ("requirement", "kind", "source", "quote", "optional", "alternatives")
+# Where a rule comes from; readme and maintainer rules say what was tested, not what is required.
+SOURCE_KINDS = ("requirements", "code", "readme", "maintainer")
+SOFT_KINDS = ("readme", "maintainer")
 KNOWN_BAD_KEYS = ("when", "reason", "hint", "source", "severity", "profile")
 SEVERITIES = ("error", "warning", "info")
 HINT = "see builder/data/profiles/README.md for the profile format"
 _NAME_AND_EXTRAS = re.compile(r"^\s*[A-Za-z0-9._-]+\s*(?:\[[^\]]*\])?\s*")
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_LINE = re.compile(r"^[1-9][0-9]*$")
+CITATION_FORM = "owner/repo@<40-hex commit>:path:line"
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A rule's source as `owner/repo@commit:path:line`: one line of one file at one commit."""
+
+    repo: str
+    commit: str
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.commit}:{self.path}:{self.line}"
+
+
+def parse_citation(text: str) -> Citation | str:
+    """The citation in `text`, or what is wrong with it (a message)."""
+    repo, at, rest = text.partition("@")
+    if not at or not _REPO.match(repo):
+        return f"expected {CITATION_FORM}, got {text!r}"
+    commit, _, location = rest.partition(":")
+    if not _COMMIT.match(commit):
+        return f"commit {commit!r} is not a full 40-hex commit id ({CITATION_FORM})"
+    path, _, line = location.rpartition(":")
+    if not path or path.startswith("/") or not _LINE.match(line):
+        return f"expected :path:line after the commit, got {location!r} ({CITATION_FORM})"
+    return Citation(repo, commit, path, int(line))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +143,18 @@ class Rule:
     profile: str  # the profile that states it (a parent's, when inherited)
     optional: bool = False
     alternatives: tuple[str, ...] = ()  # canonical names of distributions that stand in
+    kind: str | None = None  # one of SOURCE_KINDS; None for a free-text (user) source
+    quote: str = ""  # the cited line, verbatim
+
+    @property
+    def soft(self) -> bool:
+        """A README install line or a maintainer's word: what was tested, not a requirement."""
+        return self.kind in SOFT_KINDS
+
+    @property
+    def cited(self) -> str:
+        """The source with the line it encodes, as findings show it."""
+        return f'{self.source} "{self.quote.strip()}"' if self.quote else self.source
 
     @property
     def name(self) -> str:
@@ -177,8 +232,12 @@ class Profile:
         return dict(self.sources).get(fact, f"{self.name}: {self.source}")
 
     def rule(self, name: str) -> Rule | None:
+        """The first rule for a distribution (see `rules_for` when kinds differ)."""
+        return next(iter(self.rules_for(name)), None)
+
+    def rules_for(self, name: str) -> tuple[Rule, ...]:
         wanted = canonicalize_name(name)
-        return next((r for r in self.requirements if r.name == wanted), None)
+        return tuple(r for r in self.requirements if r.name == wanted)
 
 
 # ---------------------------------------------------------------- reading one file
@@ -295,6 +354,9 @@ def _rule(node: yaml.Node, where: str, problems: Problems, profile: str) -> Rule
         return None
     soft = optional(fields, "optional", where, problems, _bool) or False
     alternatives = optional(fields, "alternatives", where, problems, strings) or ()
+    source_kind = optional(fields, "kind", where, problems, choice, SOURCE_KINDS)
+    quote = optional(fields, "quote", where, problems, _quote)
+    _cited(node, fields, where, source, problems)
     if text is None or source is None:
         return None
     return Rule(
@@ -304,7 +366,41 @@ def _rule(node: yaml.Node, where: str, problems: Problems, profile: str) -> Rule
         profile=profile,
         optional=bool(soft),
         alternatives=tuple(canonicalize_name(a) for a in alternatives),
+        kind=source_kind,
+        quote=quote or "",
     )
+
+
+def _cited(
+    node: yaml.Node,
+    fields: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    where: str,
+    source: str | None,
+    problems: Problems,
+) -> None:
+    """A rule with a `kind` cites `owner/repo@commit:path:line` and quotes that line; a source
+    that starts like a citation must be one, so that a short commit is caught."""
+    for key, other, does in (("kind", "quote", "quotes the line it cites"), ("quote", "kind", "")):
+        if key in fields and other not in fields:
+            why = f"a rule with a `{key}` {does or 'states its kind of source'}"
+            problems.add(node, join(where, other), f"missing required key ({why})")
+    before, at, _ = (source or "").partition("@")
+    if source is None or not ("kind" in fields or (at and _REPO.match(before))):
+        return
+    parsed = parse_citation(source)
+    if isinstance(parsed, str):
+        problems.add(fields["source"][1], join(where, "source"), parsed)
+
+
+def _quote(node: yaml.Node, where: str, problems: Problems) -> str | None:
+    """The cited line as written: one line, verbatim (its indentation too)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str") and node.value.strip():
+        if "\n" not in node.value.strip("\n"):
+            return str(node.value).strip("\n")
+        problems.add(node, where, "a quote is one line of the source")
+        return None
+    problems.add(node, where, f"expected the source line as text, got {kind(node)}")
+    return None
 
 
 def _known_bad(node: yaml.Node, where: str, problems: Problems, prefix: str) -> KnownBad | None:
@@ -387,6 +483,7 @@ def _sections(
         else None
     )
     rules = [_rule(n, where, problems, name) for where, n in items("requirements")]
+    _distinct(items("requirements"), rules, problems)
     bad = [_known_bad(n, where, problems, f"{name}: ") for where, n in items("known_bad")]
     stated = (_fact(k, top[k][1], problems, source) for k in _FACTS if k in top)
     facts = tuple((key, value, f"{name}: {origin}") for key, value, origin in stated)
@@ -402,6 +499,23 @@ def _sections(
         optional_imports=modules("optional_imports"),
         known_bad=tuple(b for b in bad if b),
     )
+
+
+def _distinct(
+    nodes: Sequence[tuple[str, yaml.Node]], rules: Sequence[Rule | None], problems: Problems
+) -> None:
+    """One rule per distribution and kind of source: a second is a mistake, not a refinement."""
+    first: dict[tuple[str, str | None], str] = {}
+    for (where, node), rule in zip(nodes, rules, strict=True):
+        if rule is None:
+            continue
+        key = (rule.name, rule.kind)
+        if key in first:
+            what = f"{rule.kind} rule" if rule.kind else "rule"
+            problems.add(
+                node, where, f"a second {what} for {rule.name} (the first is {first[key]})"
+            )
+        first.setdefault(key, where)
 
 
 def read_known_bad(path: Path) -> tuple[KnownBad, ...]:
@@ -420,8 +534,6 @@ def read_known_bad(path: Path) -> tuple[KnownBad, ...]:
 
 def _merge(parent: Profile | None, raw: _Raw) -> Profile:
     base = parent or Profile(name=raw.name, path=raw.path, source=raw.source, chain=())
-    rules = {r.name: r for r in base.requirements}
-    rules.update((r.name, r) for r in raw.requirements)
     stated = {key: value for key, value, _ in raw.facts}
     return replace(
         base,
@@ -430,12 +542,27 @@ def _merge(parent: Profile | None, raw: _Raw) -> Profile:
         path=raw.path,
         source=raw.source,
         chain=(raw.name, *base.chain),
-        requirements=tuple(rules.values()),
+        requirements=_replaced(base.requirements, raw.requirements),
         imports=tuple(dict.fromkeys((*base.imports, *raw.imports))),
         optional_imports=tuple(dict.fromkeys((*base.optional_imports, *raw.optional_imports))),
         known_bad=(*base.known_bad, *raw.known_bad),
         sources=tuple({**dict(base.sources), **{k: s for k, _, s in raw.facts}}.items()),
     )
+
+
+def _replaced(inherited: Sequence[Rule], own: Sequence[Rule]) -> tuple[Rule, ...]:
+    """The parent's rules with the child's in place of those for the same distribution (where
+    the parent's first stood), then the child's other rules."""
+    mine: dict[str, list[Rule]] = {}
+    for rule in own:
+        mine.setdefault(rule.name, []).append(rule)
+    out: list[Rule] = []
+    for rule in inherited:
+        if rule.name not in mine:
+            out.append(rule)
+        elif not any(r.name == rule.name for r in out):
+            out.extend(mine[rule.name])
+    return (*out, *(r for r in own if r not in out))
 
 
 def _flatten(name: str, raws: Mapping[str, _Raw], seen: tuple[str, ...] = ()) -> Profile:

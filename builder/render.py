@@ -1,8 +1,10 @@
 """Render each cell's multi-stage Dockerfile and its build context from `images/Dockerfile.j2`.
 
 The context directory holds: Dockerfile, requirements/<layer>.txt (the cell's lock, split so
-that torch and its CUDA libraries get a layer of their own), wheelhouse/ (hard links to the
-wheels the lock pins from the matrix's wheelhouses) and app/ (the model code, if any).
+that torch and its CUDA libraries get a layer of their own), wheelhouse/<layer>/ (hard links to
+the wheels that layer pins from the matrix's wheelhouses: each layer's RUN mounts only its own,
+so a wheel added for a pin bump never changes the torch layer's cache key, and the pins layer's
+key never needs torch's 190 MB+ checksummed) and app/ (the model code, if any).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class DockerfileContext:
     base_image: str
     python: str
     apt: tuple[str, ...]
+    system_site_packages: bool  # `reuse_preinstalled`: the venv sees the base's packages
     index_url: str | None
     extra_index_urls: tuple[str, ...]
     layers: tuple[Layer, ...]
@@ -125,9 +128,10 @@ class Rendered:
 
 def split_layers(locked: list[Locked], pinned: Collection[str] = ()) -> dict[str, list[Locked]]:
     """Layers, least changing first: "heavy" (torch and its CUDA libraries), "rest", then "pins"
-    (the cell's own axis pins, what a pin bump changes). Empty layers dropped, lock order kept."""
+    (the cell's own axis pins, what a pin bump changes). Empty layers dropped, lock order kept;
+    what the reused base provides (`# from base`) is in no layer."""
     layers: dict[str, list[Locked]] = {"heavy": [], "rest": [], "pins": []}
-    for package in locked:
+    for package in (p for p in locked if not p.from_base):
         heavy = HEAVY.match(package.name)
         layers["heavy" if heavy else "pins" if package.name in pinned else "rest"].append(package)
     return {name: items for name, items in layers.items() if items}
@@ -170,6 +174,7 @@ def context_for(cell: Cell, names: tuple[str, ...], lock_sha256: str | None) -> 
         base_image=cell.base.image,
         python=cell.base.python,
         apt=cell.base.apt,
+        system_site_packages=cell.base.reuse_preinstalled,
         index_url=cell.indexes.index_url,
         extra_index_urls=cell.indexes.extra_index_urls,
         layers=layers,
@@ -358,8 +363,10 @@ def _write_context(
         # No header: a layer file must be identical across cells with the same pins, so that
         # BuildKit reuses the torch layer after a transformers bump.
         (requirements / f"{name}.txt").write_text(body, encoding="utf-8")
-    pinned = {(p.name, p.version) for items in layers.values() for p in items}
-    _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse")
+    (root / "wheelhouse").mkdir()
+    for name, packages in layers.items():
+        pinned = {(p.name, p.version) for p in packages}
+        _link_wheels(cell.indexes.wheelhouse, pinned, root / "wheelhouse" / name)
 
 
 def copy_app(source: Path, target: Path, secrets: Iterable[Path], log: Log) -> None:

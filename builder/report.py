@@ -25,6 +25,7 @@ from builder.files import read_text
 from builder.log import Log
 from builder.records import MAX_DEPTH, STATUSES, parse_time, schema_problems, summarize
 from builder.records import report_schema as report_schema  # tests read it here
+from builder.resources import SERVE_PROBE
 
 Report = dict[str, Any]
 
@@ -132,6 +133,73 @@ def cell_evidence(cell: Mapping[str, Any]) -> str:
     return errors[0]["message"] if errors else evidence_line(cell["reason"])
 
 
+def serve_result(cell: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The cell's serve probe, where it ran."""
+    return next((p for p in cell["probes"] if p["probe"] == SERVE_PROBE), None)
+
+
+def time_to_ready(cell: Mapping[str, Any]) -> float | None:
+    """Seconds from the serve probe's start to its first good answer, where it had one."""
+    value = (serve_result(cell) or {}).get("details", {}).get("time_to_ready_s")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+FLEET_MARKS = {"pass": "✓", "warn": "~", "fail": "✗", "unknown": "?"}
+FLEET_CODES = ("fleet-arch", "fleet-ptx-jit", "fleet-driver")
+
+
+def fleet_of(cell: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The cuda probe's fleet verdict (validate/cuda.py), where the probe ran."""
+    probe = next((p for p in cell["probes"] if p["probe"] == "cuda"), None)
+    fleet = (probe or {}).get("details", {}).get("fleet")
+    return fleet if isinstance(fleet, Mapping) else None
+
+
+def fleet_grid(fleet: Mapping[str, Any]) -> list[dict[str, str]]:
+    """GPU down the side: each fleet GPU's worst verdict over torch and every CUDA extension,
+    with the reason of that verdict."""
+    rows = []
+    for gpu in fleet.get("gpus", []):
+        verdicts = [gpu] + [
+            g for e in fleet.get("extensions", []) for g in e["gpus"] if g["gpu"] == gpu["gpu"]
+        ]
+        worst = max(verdicts, key=lambda g: list(FLEET_MARKS).index(g["status"]))
+        rows.append(
+            {
+                "gpu": gpu["gpu"],
+                "sm": gpu["sm"],
+                "label": gpu.get("label") or gpu["gpu"],
+                "status": worst["status"],
+                "mark": FLEET_MARKS[worst["status"]],
+                "reason": worst["reason"],
+            }
+        )
+    return rows
+
+
+def fleet_line(cell: Mapping[str, Any]) -> str | None:
+    """`fleet: rtx4090 ✓ h100 ✓ rtx5090 ✗ (sm_120 not in torch 2.4.1+cu121)`; for a cell the
+    check stopped before its probes, the fleet findings; None for a cell with no fleet."""
+    fleet = fleet_of(cell)
+    if fleet is None or not (fleet.get("declared") or fleet_grid(fleet)):
+        found = [f["code"] for f in (cell["check"] or {}).get("findings", [])]
+        codes = [c for c in FLEET_CODES if c in found]
+        if not codes:
+            return None
+        counts = ", ".join(f"{c} ×{found.count(c)}" if found.count(c) > 1 else c for c in codes)
+        return f"fleet: see the check findings ({counts})"
+    if not fleet.get("applicable"):
+        return str(fleet.get("verdict") or "fleet: not applicable (CPU build)")
+    parts = [
+        f"{r['gpu']} {r['mark']}" + (f" ({r['reason']})" if r["status"] != "pass" else "")
+        for r in fleet_grid(fleet)
+    ]
+    driver = fleet.get("driver")
+    if driver and driver["status"] != "pass":
+        parts.append(f"driver {FLEET_MARKS[driver['status']]} ({driver['reason']})")
+    return "fleet: " + (" ".join(parts) or "no GPUs named")
+
+
 def mark(cell: Mapping[str, Any]) -> str:
     return MARKS[cell["status"]] + (CACHED_MARK if cell["cache"]["hit"] else "")
 
@@ -191,6 +259,13 @@ def human_seconds(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
 
 
+def human_ready(seconds: float | None) -> str:
+    """A time to ready: to the hundredth under a second (a small server starts in 0.1 s)."""
+    if seconds is None:
+        return ABSENT_MARK
+    return f"{seconds:.2f}s" if seconds < 1 else human_seconds(seconds)
+
+
 # ---------------------------------------------------------------- secrets
 
 # Build logs and probe output can echo credentials (pip prints index URLs, curl -v prints
@@ -233,7 +308,9 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=autoescape,
     )
-    env.filters.update(md=md_text, code=md_code, size=human_size, duration=human_seconds)
+    env.filters.update(
+        md=md_text, code=md_code, size=human_size, duration=human_seconds, ready=human_ready
+    )
     env.globals.update(marks=MARKS, cached_mark=CACHED_MARK)
     return env
 
@@ -266,6 +343,10 @@ def render_markdown(report: Report) -> str:
         "tables": _grid_tables(g),
         "legend": _legend(g),
         "failures": [_failure(c) for c in report["cells"] if c["status"] in FAILED],
+        "serving": [_serving(c, p) for c in report["cells"] if (p := serve_result(c))],
+        "fleets": [
+            {"id": c["id"], "line": line} for c in report["cells"] if (line := fleet_line(c))
+        ],
         "diffs": [_lock_diff(c) for c in report["cells"] if _has_lock_diff(c)],
     }
     text = _environment(autoescape=False).get_template("report.md.j2").render(**view)
@@ -304,6 +385,17 @@ def _failure(cell: Mapping[str, Any]) -> dict[str, str]:
         "mark": mark(cell),
         "reason": cell["reason"] or cell["status"],
         "evidence": cell_evidence(cell),
+    }
+
+
+def _serving(cell: Mapping[str, Any], probe: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of the time-to-ready table: the serve probe's status, time and answer size."""
+    return {
+        "id": cell["id"],
+        "mark": MARKS[probe["status"]],
+        "mode": probe["details"].get("mode", ""),
+        "ready": time_to_ready(cell),
+        "bytes": probe["details"].get("response_bytes"),
     }
 
 
@@ -379,6 +471,10 @@ def _html_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
         "cuda_label": cell["cuda"] or "cpu",
         "mark": mark(cell),
         "evidence_line": cell_evidence(cell) if cell["status"] in FAILED else "",
+        "time_to_ready": time_to_ready(cell),
+        "fleet": fleet_of(cell) if fleet_line(cell) else None,
+        "fleet_grid": fleet_grid(fleet_of(cell) or {}),
+        "fleet_line": fleet_line(cell),
         "probes": [
             {**p, "details_json": json.dumps(p["details"], indent=2)} for p in cell["probes"]
         ],
@@ -398,7 +494,9 @@ def render_junit(report: Report) -> str:
         suite = ET.SubElement(suites, "testsuite", name=cell["id"], time=f"{cell['seconds']:.3f}")
         cases = junit_cases(cell)
         for name, status, reason, evidence, seconds in cases:
-            _testcase(suite, cell["id"], name, status, reason, evidence, seconds)
+            case = _testcase(suite, cell["id"], name, status, reason, evidence, seconds)
+            if name == SERVE_PROBE:
+                _serve_properties(case, cell)
         counts = _junit_counts(case[1] for case in cases)
         for key, value in counts.items():
             suite.set(key, str(value))
@@ -438,15 +536,28 @@ def _testcase(
     reason: str,
     evidence: str,
     seconds: float,
-) -> None:
+) -> ET.Element:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
     tag = {"fail": "failure", "error": "error", "skipped": "skipped"}.get(status)
     if tag is None:
-        return
+        return case
     child = ET.SubElement(case, tag, message=_xml_text(reason))
     if status in FAILED:
         child.set("type", status)
         child.text = _xml_text(evidence)
+    return case
+
+
+def _serve_properties(case: ET.Element, cell: Mapping[str, Any]) -> None:
+    """The serve probe's time to ready and answer size, as the testcase's properties (first,
+    where pytest puts them), for CI views that chart them."""
+    details = (serve_result(cell) or {}).get("details", {})
+    properties = ET.Element("properties")
+    for key in ("time_to_ready_s", "response_bytes"):
+        if details.get(key) is not None:
+            ET.SubElement(properties, "property", name=key, value=str(details[key]))
+    if len(properties):
+        case.insert(0, properties)
 
 
 def _junit_counts(statuses: Iterable[str]) -> dict[str, int]:

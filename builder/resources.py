@@ -22,6 +22,9 @@ PROBES: Mapping[str, str] = MappingProxyType(
         "model-dir": "model_dir.py",
     }
 )
+# The probe with no script in validate/: it runs the image's own entrypoint and cmd
+# (`builder.probe.serve`). Opt-in: it needs options and a command to run.
+SERVE_PROBE = "serve"
 # The variants validate/generate.py can run (its VARIANTS table; a unit test ties the two).
 GENERATE_VARIANTS: tuple[str, ...] = (
     "wan2.1",

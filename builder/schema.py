@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from builder.matrix import (
+    _DRIVER,
     _DURATION,
     _STEP_UNSAFE,
     _USER,
@@ -16,11 +17,16 @@ from builder.matrix import (
     BASE_NAME,
     ENV_NAME,
     GPU_MODES,
+    HTTP_METHODS,
     MEMORY,
+    PROBE_NAMES,
     PROBES,
     PROFILE_NAME,
+    RAW_SM,
+    SERVE_MODES,
     STEP_POINTS,
     STEP_SECRETS,
+    load_gpu_table,
 )
 from builder.platforms import PLATFORMS
 from builder.yamlnodes import UNSAFE
@@ -66,7 +72,18 @@ def _base() -> dict[str, Any]:
             },
             "platform": {"enum": list(PLATFORMS), "default": "linux/amd64"},
             "apt": {**STRINGS, "description": "Debian/Ubuntu packages added to the image."},
-            "preinstalled": {**STRINGS, "description": "name==version the base already carries."},
+            "preinstalled": {
+                "oneOf": [STRINGS, {"const": "auto"}],
+                "description": "name==version the base already carries, or auto: read from "
+                "the base image with the engine.",
+            },
+            "reuse_preinstalled": {
+                "type": "boolean",
+                "default": False,
+                "description": "The venv sees the base's packages; the lock pins them "
+                "(# from base) and never installs them again.",
+            },
+            "fleet": {**_fleet(), "description": "Narrows the matrix's fleet for this base."},
         },
         ["image", "python"],
     )
@@ -149,6 +166,26 @@ def _image_section() -> dict[str, Any]:
     )
 
 
+def _fleet() -> dict[str, Any]:
+    """`fleet`: GPU names from builder/data/gpus.yaml or raw sm_XY, and the oldest driver."""
+    gpu = {
+        "anyOf": [{"enum": sorted(load_gpu_table())}, {"type": "string", "pattern": RAW_SM.pattern}]
+    }
+    return _closed(
+        {
+            "gpus": {"type": "array", "minItems": 1, "uniqueItems": True, "items": gpu},
+            "driver": {
+                "type": "string",
+                "pattern": _DRIVER.pattern,
+                "description": 'The oldest NVIDIA driver the fleet runs, e.g. "550.54.15".',
+            },
+        }
+    ) | {
+        "description": "The GPUs the images will land on; `builder check` and the cuda probe "
+        "judge each cell's kernels and CUDA against them."
+    }
+
+
 def _step() -> dict[str, Any]:
     return _closed(
         {
@@ -165,15 +202,58 @@ def _step() -> dict[str, Any]:
     )
 
 
+LIMITS = {
+    "timeout": {"type": "number", "exclusiveMinimum": 0},
+    "memory": {"type": "string", "pattern": MEMORY.pattern},
+}
+HTTP_URL = {"type": "string", "pattern": "^https?://"}
+
+
+def _serve() -> dict[str, Any]:
+    """`probes.serve`: the image's own command, in one of three modes."""
+    request = {
+        "method": {"enum": list(HTTP_METHODS)},
+        "path": {"type": "string", "pattern": "^/"},
+        "url": HTTP_URL,
+        "json": {"description": "A JSON body (the method is then POST unless given)."},
+    }
+    expect = {
+        "status": {"type": "integer", "minimum": 100, "maximum": 599, "default": 200},
+        "keys": {**STRINGS, "description": "Top-level keys the JSON answer must have."},
+        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255, "default": 0},
+        "output": {"type": "string", "description": "A regex stdout or stderr must match."},
+    }
+    modes = {"http": "url", "command": "argv"}
+    return {
+        **_closed(
+            {
+                "mode": {"enum": list(SERVE_MODES)},
+                **LIMITS,
+                "input": {
+                    "type": "object",
+                    "required": ["input"],
+                    "description": "runpod: the job for --test_input (default: the app's "
+                    "test_input.json).",
+                },
+                "url": {**HTTP_URL, "description": "http: polled until it answers below 500."},
+                "request": _closed(request),
+                "expect": _closed(expect),
+                "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            },
+            ["mode"],
+        ),
+        "allOf": [
+            {"if": {"properties": {"mode": {"const": m}}}, "then": {"required": [key]}}
+            for m, key in modes.items()
+        ],
+        "description": "Runs the image's own entrypoint and cmd (runpod: with --test_input; "
+        "http: polled from inside the container) or `argv` (command).",
+    }
+
+
 def matrix_schema() -> dict[str, Any]:
     """The schema as a JSON-ready dict (draft 2020-12)."""
-    probe_options = {
-        "type": ["object", "null"],
-        "properties": {
-            "timeout": {"type": "number", "exclusiveMinimum": 0},
-            "memory": {"type": "string", "pattern": MEMORY.pattern},
-        },
-    }
+    probe_options = {"type": ["object", "null"], "properties": LIMITS}
     schema = _closed(
         {
             "version": {"const": 1},
@@ -193,7 +273,11 @@ def matrix_schema() -> dict[str, Any]:
             },
             "exclude": {"type": "array", "items": _cell_entry()},
             "include": {"type": "array", "items": _cell_entry()},
-            "requirements": {**STRINGS, "description": "PEP 508 lines shared by every cell."},
+            "requirements": {
+                **STRINGS,
+                "description": "PEP 508 lines shared by every cell, or `-r FILE` / `-c FILE`: "
+                "a requirements or constraints file (relative to the matrix), read by pip's rules.",
+            },
             "indexes": _indexes(),
             "profiles": {
                 "type": "array",
@@ -205,7 +289,8 @@ def matrix_schema() -> dict[str, Any]:
                     {"type": "array", "items": {"enum": list(PROBES)}},
                     {
                         "type": "object",
-                        "propertyNames": {"enum": list(PROBES)},
+                        "propertyNames": {"enum": list(PROBE_NAMES)},
+                        "properties": {"serve": _serve()},
                         "additionalProperties": probe_options,
                     },
                 ]
@@ -232,6 +317,7 @@ def matrix_schema() -> dict[str, Any]:
             },
             "registry": {"type": "string", "description": "Image repository for tags and --push."},
             "runners": _closed({"cpu": {"type": "string"}, "gpu": {"type": "string"}}),
+            "fleet": _fleet(),
         },
         ["version", "bases", "axes"],
     )

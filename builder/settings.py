@@ -10,6 +10,7 @@ here, once per run, before any worker thread starts (PATH is the environment's, 
 | `BUILDER_METADATA_CACHE` | index metadata and uv resolutions (`check`, `validate`); `ROOT/metadata` |
 | `BUILDER_VENV_CACHE` | the venv engine's per-lock virtual environments; `ROOT/venvs` |
 | `BUILDER_GIT_CACHE` | `app.git` clones, one directory per commit; `ROOT/git` |
+| `BUILDER_JIT_CACHE` | numba's cache for the media probe, shared by its containers; `ROOT/jit` |
 | `BUILDER_RESULT_CACHE` | verdicts of `validate` (default `.builder-cache`; `--cache-dir` overrides) |
 | `BUILDER_CA_BUNDLE` | extra CA bundle for TLS-intercepting proxies (the matrix's `indexes.ca_bundle` wins) |
 | `BUILDER_NETRC` | netrc file with index credentials (uv's NETRC; a BuildKit secret, never a layer) |
@@ -38,6 +39,7 @@ class Settings:
     metadata_cache: Path = Path(".builder-cache/metadata")
     venv_cache: Path = Path(".builder-cache/venvs")
     git_cache: Path = Path(".builder-cache/git")
+    jit_cache: Path = Path(".builder-cache/jit")  # numba's cache for the media probe
     result_cache: Path = Path(".builder-cache")
     ca_bundle: Path | None = None
     netrc: Path | None = None
@@ -112,6 +114,7 @@ def from_environ(
         metadata_cache=variable("BUILDER_METADATA_CACHE") or root / "metadata",
         venv_cache=variable("BUILDER_VENV_CACHE") or root / "venvs",
         git_cache=variable("BUILDER_GIT_CACHE") or root / "git",
+        jit_cache=variable("BUILDER_JIT_CACHE") or root / "jit",
         result_cache=variable("BUILDER_RESULT_CACHE") or Path(".builder-cache"),
         ca_bundle=variable("BUILDER_CA_BUNDLE"),
         netrc=variable("BUILDER_NETRC"),

@@ -1,5 +1,7 @@
 """The venv engine: the same cells without a container engine, one virtual environment per cell,
 made with uv from the same lock (`--require-hashes --no-deps`), reused while the lock is unchanged.
+With `reuse_preinstalled` the venv sees the host interpreter's own packages (the "base" here),
+and the lock's `# from base` pins are left to it, as in the image.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import proc
-from builder.lock import lock_path, read_lock, uv_env
+from builder.files import ensure_dir
+from builder.lock import lock_path, parse_lock, read_lock, uv_env
 from builder.log import Log
 from builder.matrix import Cell, Matrix
 from builder.settings import Settings
@@ -52,10 +55,11 @@ def prepare(matrix: Matrix, cell: Cell, root: Path, settings: Settings, log: Log
         return Prepared(True, python)
     shutil.rmtree(venv, ignore_errors=True)
     env = uv_env(cell, settings)
-    for argv in (
-        [settings.uv, "venv", "--quiet", "--python", interpreter, str(venv)],
-        _install_argv(cell, settings.uv, python, lock_path(matrix, cell)),
-    ):
+    reuse = ["--system-site-packages"] if cell.base.reuse_preinstalled else []
+    make = [settings.uv, "venv", "--quiet", *reuse, "--python", interpreter, str(venv)]
+    installed = ensure_dir(root) / f"{venv.name}.install.txt"  # the lock less the base's
+    installed.write_text("".join(p.block for p in parse_lock(lock.text) if not p.from_base))
+    for argv in (make, _install_argv(cell, settings.uv, python, installed)):
         log.command(argv)
         done = proc.run(argv, env=env)
         if done.returncode != 0:

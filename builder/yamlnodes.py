@@ -374,6 +374,14 @@ def choice(
     return None
 
 
+def boolean(node: yaml.Node, where: str, problems: Problems) -> bool | None:
+    """A YAML boolean (`true` or `false`), or None (reported)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
+        return bool(SafeConstructor().construct_yaml_bool(node))
+    problems.add(node, where, f"expected true or false, got {kind(node)}")
+    return None
+
+
 def sequence(node: yaml.Node, where: str, problems: Problems) -> list[yaml.Node]:
     if not isinstance(node, yaml.SequenceNode):
         problems.add(node, where, f"expected a list, got {kind(node)}")

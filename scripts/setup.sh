@@ -55,6 +55,7 @@ if start_engine; then
   docker=/usr/bin/docker
   [ -x "$docker" ] || docker=$(command -v docker)
   DOCKER=$docker bash scripts/make-base-image.sh "${BUILDER_TEST_BASE:-builder-test-base:bookworm}" >&2
+  DOCKER=$docker bash scripts/make-torch-base-image.sh >&2
 elif [ -n "${CI:-}" ]; then
   echo "setup: the Docker engine is not reachable (see /var/log/dockerd.log); CI is set" >&2
   exit 3

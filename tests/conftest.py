@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BASE_IMAGE = os.environ.get("BUILDER_TEST_BASE", "builder-test-base:bookworm")
+TORCH_BASE_IMAGE = "builder-test-torch-base:bookworm"  # scripts/make-torch-base-image.sh
 WHEELS = Path(os.environ.get("BUILDER_TEST_WHEELS", "/opt/wheels"))
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 VALIDATE = ROOT / "validate"
@@ -102,7 +103,7 @@ def docker_engine() -> Iterator[object]:
     yield client
     # Images the tests built go; BuildKit's cache stays, so the next run is as fast.
     for image in client.images.list(all=True):
-        if image.id not in before and BASE_IMAGE not in image.tags:
+        if image.id not in before and not {BASE_IMAGE, TORCH_BASE_IMAGE} & set(image.tags):
             with contextlib.suppress(docker.errors.APIError):  # gone with a child already
                 client.images.remove(image.id, force=True)
 
@@ -118,13 +119,29 @@ def base_image(docker_engine: object) -> str:
         return BASE_IMAGE
     except docker.errors.ImageNotFound:
         pass
-    script = ROOT / "scripts" / "make-base-image.sh"
+    return _make_image("make-base-image.sh", BASE_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def torch_base_image(base_image: str) -> str:
+    """A PyTorch-like base: the test base with the CPU torch wheel in its system Python."""
+    return _make_image("make-torch-base-image.sh", TORCH_BASE_IMAGE)
+
+
+def _make_image(script: str, tag: str) -> str:
+    """`tag`, made by scripts/<script> when missing (the script returns at once otherwise)."""
+    # Debian's 20.10 client has BuildKit built in; a newer one on PATH may lack buildx.
+    client = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
     done = subprocess.run(
-        ["bash", str(script), BASE_IMAGE], capture_output=True, text=True, check=False
+        ["bash", str(ROOT / "scripts" / script), tag],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"DOCKER": client, **os.environ},
     )
     if done.returncode != 0:
-        pytest.fail(f"could not make {BASE_IMAGE}:\n{done.stderr[-2000:]}")
-    return BASE_IMAGE
+        pytest.fail(f"could not make {tag}:\n{done.stderr[-2000:]}")
+    return tag
 
 
 @pytest.fixture

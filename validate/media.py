@@ -8,10 +8,18 @@ decord and PyAV with the right frame count and size; a WAV written with soundfil
 with librosa and resamples 16 kHz -> 22050 Hz to the right length. A library that is not
 installed skips its sub-check unless option ``require`` names it; one that is installed but
 does not work fails the probe. Files are written only under a temporary directory.
+
+The video checks (ffmpeg subprocesses, mostly waiting) run in a thread beside the audio ones
+(mostly librosa's import, whose numba gufuncs compile eagerly: over 10 s on two cores). Option
+``jit_cache`` names a directory for numba's cache (NUMBA_CACHE_DIR) that outlives the probe's
+container, so a re-probe of the same installed librosa (a pin bump that reuses its layer) loads
+the compiled gufuncs instead of compiling them again; numba checks each entry against the source
+file's stamp, its bytecode, its own version and the CPU.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import os
 import shutil
@@ -23,7 +31,7 @@ import wave
 from pathlib import Path
 
 PROBE = "media"
-DEFAULTS = {"require": [], "frames": 16, "size": 32, "timeout": 60}
+DEFAULTS = {"require": [], "frames": 16, "size": 32, "timeout": 60, "jit_cache": None}
 # The shared runner (options, output, exit codes), by path: never put validate/ on sys.path.
 _RUNNER = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("_runner.py"))
 runner = importlib.util.module_from_spec(_RUNNER)
@@ -146,14 +154,17 @@ def check_librosa(ctx: dict) -> dict:
 
 
 # (name, library that must be importable, check); order matters: readers use the writers' files.
-CHECKS = (
+VIDEO_CHECKS = (
     ("ffmpeg", "ffmpeg", check_ffmpeg),
     ("imageio_write", "imageio", check_imageio_write),
     ("decord_read", "decord", check_decord_read),
     ("av_read", "av", check_av_read),
+)
+AUDIO_CHECKS = (
     ("soundfile_roundtrip", "soundfile", check_soundfile_roundtrip),
     ("librosa_load_resample", "librosa", check_librosa),
 )
+CHECKS = VIDEO_CHECKS + AUDIO_CHECKS
 
 
 def run_check(check, ctx: dict) -> dict:
@@ -194,8 +205,18 @@ def run(opts: dict) -> dict:
             "size": int(opts["size"]),
             "timeout": float(opts["timeout"]),
         }
-        details = {name: run_check(check, ctx) for name, _, check in CHECKS}
+        if opts["jit_cache"] and "NUMBA_CACHE_DIR" not in os.environ:
+            os.environ["NUMBA_CACHE_DIR"] = str(opts["jit_cache"])  # read when numba is imported
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            chains = [pool.submit(run_chain, chain, ctx) for chain in (VIDEO_CHECKS, AUDIO_CHECKS)]
+            found = {name: res for chain in chains for name, res in chain.result().items()}
+    details = {name: found[name] for name, _, _ in CHECKS}
     return verdict(details, require)
+
+
+def run_chain(checks, ctx: dict) -> dict:
+    """Run checks in order (a reader after its writer); {name: its result}."""
+    return {name: run_check(check, ctx) for name, _, check in checks}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from builder import __version__
+from builder.check.health import IndexHealth
 from builder.errors import InputError
 from builder.files import write_atomic
 
@@ -183,33 +184,56 @@ class IndexCache:
     fetch: Fetch | None = None  # None: offline, the cache only
     max_age: float = DEFAULT_MAX_AGE
     errors: list[str] = field(default_factory=list, repr=False)  # what could not be fetched
+    health: IndexHealth | None = field(default=None, repr=False)  # the run's table, if any
     _memo: dict[str, Project | None] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _asking: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
 
     @property
     def online(self) -> bool:
-        """Fetching is allowed, and has not failed so often that the index looks down."""
-        return self.fetch is not None and len(self.errors) < 3
+        """Fetching is allowed, the run's probe found the index answering (asked only once a
+        fetch is needed), and fetches have not failed so often that the index looks down."""
+        if self.fetch is None or len(self.errors) >= 3:
+            return False
+        return self.health is None or self.health.problem(self.url) is None
 
     @property
     def root(self) -> Path:
         return self.cache_dir / slug(self.url)
+
+    def answered(self, name: str) -> bool:
+        """Whether this run already has the project's answer (asking again costs nothing)."""
+        with self._lock:
+            return canonicalize_name(name) in self._memo
 
     def project(self, name: str) -> Project | None:
         key = canonicalize_name(name)
         with self._lock:
             if key in self._memo:
                 return self._memo[key]
-        data = self._cached(self.root / f"{key}.json", self.max_age)
-        if data is None and self.online:
-            data = self._guarded(self._fetch_project, key)
-        project = _project(key, data) if data else None
-        with self._lock:
-            self._memo[key] = project
+        with self._one_at_a_time(key):  # cells share packages: one fetch each, not one a cell
+            with self._lock:
+                if key in self._memo:
+                    return self._memo[key]
+            data = self._cached(self.root / f"{key}.json", self.max_age)
+            if data is None and self.online:
+                data = self._guarded(self._fetch_project, key)
+            project = _project(key, data) if data else None
+            with self._lock:
+                self._memo[key] = project
         return project
+
+    def _one_at_a_time(self, key: str) -> threading.Lock:
+        """The lock that makes threads asking for the same document wait for one answer."""
+        with self._lock:
+            return self._asking.setdefault(key, threading.Lock())
 
     def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
         key = canonicalize_name(name)
+        with self._one_at_a_time(f"{key}=={version}"):
+            return self._requires_dist(key, version)
+
+    def _requires_dist(self, key: str, version: Version) -> tuple[str, ...] | None:
         path = self.root / key / f"{version}.json"
         data = self._cached(path, None)
         if data is not None and data.get("requires_dist") is None:
@@ -395,6 +419,15 @@ class Sources:
     indexes: tuple[Metadata, ...]
     wheelhouse: Wheelhouse | None = None
 
+    def answered(self, name: str) -> bool:
+        """Whether this run already has the answer for `name` from the index that owns it."""
+        for index in self.indexes:
+            if not isinstance(index, IndexCache) or not index.answered(name):
+                return False
+            if index.project(name) is not None:
+                return True
+        return True
+
     def _owner(self, name: str) -> tuple[Metadata, Project] | None:
         for index in self.indexes:
             project = index.project(name)
@@ -426,13 +459,16 @@ class IndexPool:
     cache_dir: Path
     fetch: Fetch | None = None
     max_age: float = DEFAULT_MAX_AGE
+    health: IndexHealth | None = None  # which indexes answer, probed once per run
     _caches: dict[str, IndexCache] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def index(self, url: str) -> IndexCache:
         with self._lock:
             if url not in self._caches:
-                self._caches[url] = IndexCache(url, self.cache_dir, self.fetch, self.max_age)
+                self._caches[url] = IndexCache(
+                    url, self.cache_dir, self.fetch, self.max_age, health=self.health
+                )
             return self._caches[url]
 
     def for_indexes(
@@ -451,11 +487,18 @@ class IndexPool:
 
 
 def prefetch(source: Metadata, names: Iterable[str], workers: int = 16) -> None:
-    """Warm the cache for many projects at once (the index is slow, not busy)."""
+    """Warm the cache for many projects at once (the index is slow, not busy). Projects the
+    run already read get no thread: most cells of a matrix share most of their packages."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(source.project, sorted(set(names))))
+    answered = getattr(source, "answered", None)
+    todo = [n for n in sorted(set(names)) if answered is None or not answered(n)]
+    if len(todo) < 2:
+        for name in todo:
+            source.project(name)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        list(pool.map(source.project, todo))
 
 
 # ---------------------------------------------------------------- the network

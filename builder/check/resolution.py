@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder.check.metadata import DEFAULT_MAX_AGE, Fetch, read_cached
+from builder.check.health import DEFAULT_PROBE_TIMEOUT, IndexHealth, Probe
+from builder.check.metadata import DEFAULT_MAX_AGE, PYPI, Fetch, read_cached
 from builder.check.results import Finding, error
 from builder.errors import InputError
 from builder.files import write_atomic
@@ -51,6 +52,8 @@ class Options:
     offline: bool = False
     resolver: Resolver = uv_resolver
     fetch: Fetch | None = None  # None: urllib with the CA bundle (ignored when offline)
+    probe: Probe | None = None  # None: a HEAD over urllib with the CA bundle (not offline)
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # per index, once per run
     max_age: float = DEFAULT_MAX_AGE
     jobs: int = 4
 
@@ -67,20 +70,54 @@ class Resolved:
     origin: str = "uv"
 
 
-def resolve(matrix: Matrix, cell: Cell, options: Options) -> Resolved:
+def resolve(
+    matrix: Matrix, cell: Cell, options: Options, health: IndexHealth | None = None
+) -> Resolved:
     """The cell's versions: from its fresh lock, else from the (cached) resolver. A lock
-    edited by hand is an error finding (build and validate refuse it), not a source."""
+    edited by hand is an error finding (build and validate refuse it), not a source. With the
+    run's `health` table, an index that does not answer is left out of the resolution, and a
+    finding says so, instead of every cell waiting on it."""
     if stale_reason(matrix, cell) is None:
         lock = read_lock(lock_path(matrix, cell))
         assert lock is not None
         return Resolved(_versions(lock.text), True, origin="lock")
-    result, origin = _cached_resolution(cell, options)
-    resolved = (
-        Resolved(_versions(result.body), True, origin=origin)
-        if result.ok
-        else _unresolved(cell, result.error or "", f"{matrix.path.name}:{cell.line}")
+    result, origin, down = _cached_resolution(cell, options, health)
+    where = matrix.where(cell)
+    if result is None:
+        resolved = Resolved(exact_pins(cell), False)
+    elif result.ok:
+        resolved = Resolved(_versions(result.body), True, origin=origin)
+    else:
+        resolved = _unresolved(cell, result.error or "", where)
+    left_out = _left_out(cell, down, where, result)
+    return replace(resolved, findings=(*_edited_lock(matrix, cell), *left_out, *resolved.findings))
+
+
+def _left_out(
+    cell: Cell, down: dict[str, str], where: str, result: Resolution | None
+) -> tuple[Finding, ...]:
+    """The finding of a cell resolved without the indexes in `down` (or not at all, when its
+    main index is among them: `result` is None)."""
+    if not down:
+        return ()
+    named = ", ".join(f"{url} ({why})" for url, why in down.items())
+    if result is None:
+        message = (
+            f"cannot resolve: the cell's index did not answer: {named}; versions below are "
+            "the matrix's own pins"
+        )
+    else:
+        message = (
+            f"resolved without {named}: it did not answer, so what it serves (for a per-CUDA "
+            "index, torch's CUDA builds) came from the cell's other indexes, and findings about "
+            "those packages may be wrong"
+            + ("" if result.ok else "; the failure below may come from leaving it out")
+        )
+    hint = (
+        "check the network, the index URL and `indexes.ca_bundle`, then check again "
+        "(the run's warning lists every cell this index serves)"
     )
-    return replace(resolved, findings=(*_edited_lock(matrix, cell), *resolved.findings))
+    return (error("index-unreachable", None, message, hint, where),)
 
 
 def _edited_lock(matrix: Matrix, cell: Cell) -> tuple[Finding, ...]:
@@ -109,19 +146,62 @@ def _versions(body: str) -> dict[str, Version]:
     return out
 
 
-def _cached_resolution(cell: Cell, options: Options) -> tuple[Resolution, str]:
-    """Resolutions are cached by the lock's inputs digest; offline, any age will do."""
-    path = options.cache_dir / "resolutions" / f"{inputs_digest(cell, 'uv')}.json"
-    cached = _read_cached(path, None if options.offline else options.max_age)
+def _cached_resolution(
+    cell: Cell, options: Options, health: IndexHealth | None = None
+) -> tuple[Resolution | None, str, dict[str, str]]:
+    """(the resolution, where it came from, the indexes left out because they did not
+    answer). Resolutions are cached by the lock's inputs digest, so one without an index is
+    cached as that of the cell without it; offline, any age will do. A cached one needs no
+    probe; the resolution is None when the cell's main index does not answer."""
+    max_age = None if options.offline else options.max_age
+    cached = _read_cached(_cache_path(cell, options), max_age)
     if cached is not None:
-        return cached, "cache"
+        return cached, "cache", {}
+    down = health.down(index_urls(cell)) if health is not None else {}
+    if (cell.indexes.index_url or PYPI) in down:
+        return None, "pins", down
+    if down:
+        cell = without_indexes(cell, down)
+        cached = _read_cached(_cache_path(cell, options), max_age)
+        if cached is not None:
+            return cached, "cache", down
     result = options.resolver(cell, options.settings, options.offline)
     if result.ok or _genuine_conflict(result.error or ""):  # never a network or cache miss
         with contextlib.suppress(InputError):  # an unwritable cache costs a resolution later
             write_atomic(
-                path, json.dumps({"ok": result.ok, "body": result.body, "error": result.error})
+                _cache_path(cell, options),
+                json.dumps({"ok": result.ok, "body": result.body, "error": result.error}),
             )
-    return result, "uv"
+    return result, "uv", down
+
+
+def _cache_path(cell: Cell, options: Options) -> Path:
+    return options.cache_dir / "resolutions" / f"{inputs_digest(cell, 'uv')}.json"
+
+
+def index_urls(cell: Cell) -> tuple[str, ...]:
+    """The cell's indexes in the order uv asks them: extra indexes, then the main one."""
+    return (*cell.indexes.extra_index_urls, cell.indexes.index_url or PYPI)
+
+
+def unreachable_warnings(cells: Sequence[Cell], health: IndexHealth | None) -> list[str]:
+    """One warning per index the run found down, naming the cells it serves."""
+    down = health.unreachable() if health is not None else {}
+    lines = []
+    for url, why in down.items():
+        served = [c.id for c in cells if url in index_urls(c)]
+        lines.append(
+            f"index {url} did not answer ({why}), so this run did without it; it serves "
+            f"{len(served)} cell(s), and those resolved without it say so:"
+            + "".join(f"\n  {cell_id}" for cell_id in served)
+        )
+    return lines
+
+
+def without_indexes(cell: Cell, urls: Container[str]) -> Cell:
+    """The cell with those of its extra indexes left out."""
+    extra = tuple(u for u in cell.indexes.extra_index_urls if u not in urls)
+    return replace(cell, indexes=replace(cell.indexes, extra_index_urls=extra))
 
 
 def _read_cached(path: Path, max_age: float | None) -> Resolution | None:
@@ -154,7 +234,11 @@ _UNREACHABLE = re.compile(
     r"Failed to fetch|failed to lookup address|Connection refused|timed out|"
     r"certificate verify failed|Request failed after"
 )
-_OFFLINE_MISS = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the cache")
+# uv's two wordings of an offline cache miss
+_OFFLINE_MISS = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? "
+    r"(?:was not found in the cache|needs to be downloaded from a registry)"
+)
 
 
 def _genuine_conflict(explanation: str) -> bool:

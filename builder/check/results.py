@@ -9,12 +9,46 @@ from dataclasses import dataclass
 
 from builder.profiles import SEVERITIES  # the levels a known_bad row may name, most severe first
 
-__all__ = ["SEVERITIES", "CellReport", "Finding", "error", "render_json", "render_text"]
+__all__ = [
+    "SEVERITIES",
+    "CellReport",
+    "Change",
+    "Finding",
+    "Fix",
+    "error",
+    "render_json",
+    "render_text",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """One requirement a fix sets: `package` with `specifier` (`==4.51.3`, `>=4.49.0,<4.52`,
+    or "" for any version), replacing the cell's line or axis pin for it, or added."""
+
+    package: str
+    specifier: str
+    extras: tuple[str, ...] = ()  # kept from the profile rule that asks for them
+
+    @property
+    def line(self) -> str:
+        """The line to paste into the requirements (or, as its specifier, the axis)."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return f"{self.package}{extras}{self.specifier}"
+
+    def to_json(self) -> dict[str, object]:
+        extras = {"extras": list(self.extras)} if self.extras else {}
+        return {"package": self.package, "specifier": self.specifier, **extras}
+
+
+Fix = tuple[Change, ...]  # the changes of one fix, applied together
 
 
 @dataclass(frozen=True, kw_only=True)
 class Finding:
-    """One thing `check` found about a cell."""
+    """One thing `check` found about a cell. `candidates` are the fixes its rule suggests,
+    untried; `fix` is the one `check` offers, after re-checking the cell with it applied
+    (builder/check/fixes.py)."""
 
     severity: str  # error | warning | info
     code: str  # stable: see the table in builder/data/profiles/README.md
@@ -22,8 +56,10 @@ class Finding:
     message: str
     hint: str
     source: str  # the rule's source: a profile rule, known_issues.yaml, or matrix.yaml:LINE
+    fix: Fix | None = None
+    candidates: tuple[Fix, ...] = ()  # never serialised: only re-checked fixes are offered
 
-    def to_json(self) -> dict[str, str | None]:
+    def to_json(self) -> dict[str, object]:
         return {
             "severity": self.severity,
             "code": self.code,
@@ -31,12 +67,33 @@ class Finding:
             "message": self.message,
             "hint": self.hint,
             "source": self.source,
+            "fix": _fix_json(self.fix),
         }
 
 
-def error(code: str, package: str | None, message: str, hint: str, source: str) -> Finding:
+def _fix_json(fix: Fix | None) -> object:
+    """null, one `{package, specifier}`, or a list of them for a joint fix."""
+    if not fix:
+        return None
+    return fix[0].to_json() if len(fix) == 1 else [c.to_json() for c in fix]
+
+
+def error(
+    code: str,
+    package: str | None,
+    message: str,
+    hint: str,
+    source: str,
+    candidates: tuple[Fix, ...] = (),
+) -> Finding:
     return Finding(
-        severity="error", code=code, package=package, message=message, hint=hint, source=source
+        severity="error",
+        code=code,
+        package=package,
+        message=message,
+        hint=hint,
+        source=source,
+        candidates=candidates,
     )
 
 
@@ -77,7 +134,13 @@ def render_text(reports: Sequence[CellReport]) -> str:
         for f in report.findings:
             lines.append(f"  {f.severity:<7} {f.code}: {f.message}")
             lines += [f"          hint: {f.hint}"] if f.hint else []
+            lines += _fix_lines(f.fix)
             lines.append(f"          source: {f.source}")
     failed = sum(not r.ok for r in reports)
     lines.append(f"{len(reports)} cell(s) checked: {failed} failed, {len(reports) - failed} passed")
     return "\n".join(lines)
+
+
+def _fix_lines(fix: Fix | None) -> list[str]:
+    """`fix: LINE`, one requirement line each, ready to paste (a joint fix has several)."""
+    return [f"          {'fix:' if i == 0 else '    '} {c.line}" for i, c in enumerate(fix or ())]

@@ -117,6 +117,13 @@ def test_a_plain_install_scans_a_repo(builder: Builder) -> None:
     assert done.code == 1 and "src.audio_analysis.wav2vec2" in done.out, done.err  # its finding
 
 
+def test_a_plain_install_translates_a_dockerfile(builder: Builder, tmp_path: Path) -> None:
+    project = shutil.copytree(FIXTURES / "dockerfiles" / "wan-s2v-runpod", tmp_path / "worker")
+    done = builder("init", "--dockerfile", str(project / "Dockerfile"), "-o", "matrix.yaml")
+    assert done.code == 0, done.err
+    assert "runpod/pytorch:2.4.0" in (tmp_path / "matrix.yaml").read_text()
+
+
 def test_a_plain_install_inspects_a_model_dir(builder: Builder, tmp_path: Path) -> None:
     model = diffusers_model(tmp_path / "model")
     done = builder("inspect", str(model), "--gpu-memory-gb", "80")

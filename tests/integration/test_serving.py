@@ -86,6 +86,11 @@ def test_the_worker_runs_as_the_declared_non_root_user_who_owns_the_workdir(
     assert docker("run", "--rm", "--network", "none", tag, "id", "-un").strip() == "worker"
     owner = docker("run", "--rm", "--network", "none", tag, "stat", "-c", "%U", "/srv/worker")
     assert owner.strip() == "worker"
+    # a home of its own, where libraries cache (numba, torch hub, triton)
+    home = docker(
+        "run", "--rm", "--network", "none", tag, "sh", "-c", 'touch "$HOME/x" && echo $HOME'
+    )
+    assert home.strip() == "/home/worker"
 
 
 def test_the_steps_ran_at_their_points(built: dict[str, Any]) -> None:
@@ -122,9 +127,12 @@ axes:
   six: ["1.16.0", "1.17.0"]
 indexes:
   ca_bundle: {ca}
+app:
+  path: app
 steps:
   - {{name: early, at: after-apt, run: "echo {nonce} > /etc/early"}}
   - {{name: late, at: after-deps, run: "echo {nonce} > /etc/late"}}
+  - {{name: patched, at: after-app, run: "cat /app/model.py > /etc/patched"}}
 """
 
 
@@ -135,17 +143,28 @@ def step_cached(log: str, name: str) -> bool:
     return f"\n#{found.group(1)} CACHED" in log
 
 
-def test_a_pin_bump_reuses_the_after_apt_step_and_reruns_the_after_deps_one(
+def test_a_pin_bump_reuses_the_after_apt_step_and_an_app_change_reruns_after_app(
     tmp_path: Path, base_image: str
 ) -> None:
     # A nonce of this run: BuildKit's cache may hold these steps from an earlier run, which
-    # would make the after-deps step look reused.
+    # would make the later steps look reused.
     nonce = uuid.uuid4().hex
     (tmp_path / "matrix.yaml").write_text(CACHE.format(base=base_image, ca=SYSTEM_CA, nonce=nonce))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "model.py").write_text(f"VERSION = {nonce!r}\n")
     assert run_cli("lock", cwd=tmp_path).code == 0
-    for cell in ("serving-cache.six-1.16.0", "serving-cache.six-1.17.0"):
+
+    def build(cell: str) -> str:
         result = run_cli("build", "--cell", cell, "-o", "out", cwd=tmp_path)
         assert result.code == 0, result.err
-    log = (tmp_path / "out" / "serving-cache.six-1.17.0.build.log").read_text()
+        return (tmp_path / "out" / f"{cell}.build.log").read_text()
+
+    build("serving-cache.six-1.16.0")
+    log = build("serving-cache.six-1.17.0")  # the pin bump
     assert step_cached(log, "early")
     assert not step_cached(log, "late")
+    assert step_cached(build("serving-cache.six-1.17.0"), "patched")  # nothing changed
+    (tmp_path / "app" / "model.py").write_text("VERSION = 'changed'\n")
+    log = build("serving-cache.six-1.17.0")  # the app changed
+    assert not step_cached(log, "patched")
+    assert step_cached(log, "early") and step_cached(log, "late")

@@ -110,6 +110,17 @@ def test_a_full_commit_and_an_https_url_are_read(tmp_path: Path) -> None:
     assert (app.git.url, app.git.rev) == ("https://github.com/Wan-Video/Wan2.2", rev.lower())
 
 
+def test_the_report_names_the_repository_and_commit_a_cell_was_built_from(
+    tmp_path: Path,
+) -> None:
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    path = project(tmp_path, git_app("https://github.com/Wan-Video/Wan2.2", rev))
+    source = load_matrix(path).cells[0].to_json()["source"]
+    assert source == {"url": "https://github.com/Wan-Video/Wan2.2", "commit": rev}
+    local = project(tmp_path, "  path: .\n")
+    assert "source" not in load_matrix(local).cells[0].to_json()
+
+
 def test_a_branch_name_is_refused_because_it_moves(tmp_path: Path) -> None:
     message = refused(tmp_path, git_app("https://example.com/r", "main"))
     assert "matrix.yaml:6:44: " in message and "app.git.rev: 'main' is a branch or tag" in message

@@ -40,7 +40,17 @@ from builder.check import (
     rule_wheels,
     supported_tags,
 )
-from builder.check.metadata import PYPI, IndexCache, MetadataError, Sources, Wheelhouse
+from builder.check.metadata import (
+    PYPI,
+    File,
+    IndexCache,
+    MetadataError,
+    Project,
+    Sources,
+    Wheelhouse,
+)
+from builder.check.results import Change
+from builder.check.rules import declared_cuda
 from builder.cli import cli
 from builder.lock import Resolution, header, inputs_digest, lock_path, normalize
 from builder.matrix import Cell, load_matrix, parse_matrix
@@ -115,7 +125,10 @@ def test_wan22_transformers_finding_names_the_range_and_suggests_the_highest_rel
         "transformers 4.47.0 is outside wan2.2-s2v's (from wan2.2) range >=4.49.0,<=4.51.3"
     )
     assert "transformers==4.51.3" in finding.hint
-    assert finding.source.startswith("profile wan2.2: https://github.com/Wan-Video/Wan2.2")
+    assert finding.source == (
+        "profile wan2.2: Wan-Video/Wan2.2@e3a3ae198edba857a29b05cf11d844f6b161ad9b"
+        ':requirements.txt:6 "transformers>=4.49.0,<=4.51.3"'
+    )
 
 
 def test_a_conflict_names_the_conflicting_requirements_not_uvs_whole_text(cache: Path) -> None:
@@ -146,6 +159,7 @@ def test_json_output_has_exactly_the_documented_shape(cache: Path) -> None:
         "message",
         "hint",
         "source",
+        "fix",
     }
 
 
@@ -153,7 +167,8 @@ def test_text_output_says_what_failed_what_to_do_and_where_it_comes_from(cache: 
     text = render_text(list(run_case("peft-missing", cache).values()))
     assert "FAIL seed  (1 error)" in text
     assert "hint: add `peft` to the matrix `requirements`" in text
-    assert "source: profile wan2.2-s2v: https://github.com/Wan-Video/Wan2.2" in text
+    assert "source: profile wan2.2-s2v: Wan-Video/Wan2.2@84b91a8" in text
+    assert 'wan/animate.py:14 "from peft import set_peft_model_state_dict"' in text
     assert text.endswith("2 cell(s) checked: 1 failed, 1 passed")
 
 
@@ -253,6 +268,67 @@ def test_an_unresolved_cells_range_pin_outside_the_profile_range_is_named(
     assert finding.message.startswith("the pin transformers>=4.52 leaves no release inside")
     assert "transformers==4.51.3" in finding.hint
     assert not [f for f in rule_profiles(ctx) if f.code == "profile-missing-package"]
+
+
+MULTITALK_TORCH_25 = {
+    "torch": "2.5.1",
+    "torchvision": "0.20.1",
+    "torchaudio": "2.5.1",
+    "xformers": "0.0.28.post3",
+    "misaki": "0.9.4",
+    "opencv-python": "4.10.0.84",
+    "diffusers": "0.35.1",
+    "transformers": "4.51.3",
+    "tokenizers": "0.21.0",
+    "accelerate": "1.1.1",
+    "tqdm": "4.67.1",
+    "imageio": "2.36.1",
+    "easydict": "1.13",
+    "ftfy": "6.3.1",
+    "dashscope": "1.20.0",
+    "imageio-ffmpeg": "0.5.1",
+    "scikit-image": "0.24.0",
+    "loguru": "0.7.2",
+    "gradio": "5.0.0",
+    "numpy": "1.26.4",
+    "xfuser": "0.4.1",
+    "pyloudnorm": "0.1.1",
+    "optimum-quanto": "0.2.6",
+    "librosa": "0.10.2",
+    "soundfile": "0.12.1",
+    "einops": "0.8.0",
+}
+
+
+def test_a_torch_25_multitalk_cell_gets_tested_with_warnings_not_errors(tmp_path: Path) -> None:
+    findings = list(rule_profiles(context(tmp_path, MULTITALK_TORCH_25, profiles=("multitalk",))))
+    assert [(f.severity, f.code, f.package) for f in findings] == [
+        ("warning", "profile-range", name)
+        for name in ("torch", "torchvision", "torchaudio", "xformers")
+    ]
+    torch = findings[0]
+    tested = "what multitalk's README was tested with (==2.4.1)"
+    assert torch.message == f"torch 2.5.1 is outside {tested}"
+    assert torch.hint.startswith("a tested-with note, not a requirement")
+    assert torch.source.startswith("profile multitalk: MeiGen-AI/MultiTalk@0454343ce7f2bbc3")
+    assert torch.source.endswith(
+        'README.md:122 "pip install torch==2.4.1 torchvision==0.19.1 '
+        'torchaudio==2.4.1 --index-url https://download.pytorch.org/whl/cu121"'
+    )
+
+
+def test_a_missing_package_the_code_imports_is_an_error_once_and_a_readme_pin_alone_warns(
+    tmp_path: Path,
+) -> None:
+    versions = {k: v for k, v in MULTITALK_TORCH_25.items() if k not in ("xformers", "torchaudio")}
+    findings = list(rule_profiles(context(tmp_path, versions, profiles=("multitalk",))))
+    missing = [(f.severity, f.package) for f in findings if f.code == "profile-missing-package"]
+    assert missing == [("warning", "torchaudio"), ("error", "xformers")]
+    (audio,) = [f for f in findings if f.package == "torchaudio"]
+    assert audio.message == (
+        "multitalk's README was tested with torchaudio==2.4.1, and the cell does not install "
+        "torchaudio"
+    )
 
 
 def test_a_package_whose_release_needs_a_newer_python_is_unsupported(tmp_path: Path) -> None:
@@ -439,7 +515,9 @@ def test_a_fresh_lock_is_what_check_reads_and_uv_is_not_asked(tmp_path: Path, ca
     )
 
     def no_uv(cell: Cell, settings: Settings, offline: bool) -> Resolution:
-        raise AssertionError("the lock is fresh: uv must not run")
+        # only a fix's re-check, a variant of the cell, may ask (builder/check/fixes.py)
+        assert cell.requirement_lines() != fixed.requirement_lines(), "the lock is fresh"
+        return Resolution(ok=False, error="tokenizers was not found in the cache")
 
     options = Options(settings=Settings(metadata_cache=cache), offline=True, resolver=no_uv)
     (report,) = check_cells(matrix, [fixed], options)
@@ -455,6 +533,167 @@ def test_a_wheel_in_the_cells_wheelhouse_fixes_a_needs_build(tmp_path: Path) -> 
     index = IndexCache(PYPI, FIXTURES / "index")
     with_house = replace(ctx, metadata=Sources((index,), Wheelhouse((house,))))
     assert list(rule_wheels(with_house)) == []
+
+
+# ---------------------------------------------------------------- every torch's CUDA; builds
+
+
+# What torch declares on PyPI (the Requires-Dist lines that carry CUDA), release by release.
+TORCH_2_10 = (
+    'cuda-bindings==12.9.4; platform_system == "Linux" and platform_machine == "x86_64"',
+    'nvidia-cuda-runtime-cu12==12.8.90; platform_system == "Linux" and platform_machine == "x86_64"',
+)
+TORCH_2_15 = (
+    "cuda-toolkit[cublas,cudart,cufft,cufile,cupti,cusolver,cusparse,nvjitlink,nvrtc,nvtx]"
+    '==13.2.2; platform_system == "Linux"',
+    'cuda-bindings<14,>=13.0.3; platform_system == "Linux" and python_version < "3.15"',
+    'nvidia-cudnn-cu13==9.26.0.51; platform_system == "Linux"',
+)
+
+
+class FakeMetadata:
+    """The recorded index, with some releases' Requires-Dist and some projects' files given."""
+
+    def __init__(
+        self,
+        requires: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
+        files: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.index = IndexCache(PYPI, FIXTURES / "index")
+        self.requires, self.files = requires or {}, files or {}
+
+    def project(self, name: str) -> Project | None:
+        if name in self.files:
+            return Project(name=name, files=tuple(File(filename=f) for f in self.files[name]))
+        return self.index.project(name)
+
+    def requires_dist(self, name: str, version: Version) -> tuple[str, ...] | None:
+        return self.requires.get((name, str(version))) or self.index.requires_dist(name, version)
+
+
+@pytest.mark.parametrize(
+    ("requires", "cuda"),
+    [
+        (TORCH_2_10, (12, 8)),  # the runtime's pin, not cuda-bindings' own version
+        (TORCH_2_15, (13, 2)),  # cuda-toolkit==13.2.2, torch 2.11 on
+        (('nvidia-cuda-runtime==13.0.*; platform_system == "Linux"',), (13, 0)),
+        (("nvidia-cudnn-cu14==10.1.0.1",), (14, None)),  # only the suffix: the major alone
+        (("filelock", "sympy>=1.13.3"), None),
+    ],
+)
+def test_the_cuda_torch_declares_is_read_however_each_release_says_it(
+    tmp_path: Path, requires: tuple[str, ...], cuda: tuple[int, int | None] | None
+) -> None:
+    found = declared_cuda(requires, context(tmp_path, {}).markers())
+    assert (found[0] if found else None) == cuda
+
+
+def test_an_unpinned_torch_on_a_cuda_12_4_base_names_its_cuda_and_the_torch_that_holds(
+    tmp_path: Path,
+) -> None:
+    base = "{image: nvidia/cuda:12.4.1-runtime-ubuntu22.04, python: '3.11', cuda: '12.4'}"
+    ctx = context(tmp_path, {"torch": "2.15.0"}, base=base)
+    ctx = replace(ctx, metadata=FakeMetadata({("torch", "2.15.0"): TORCH_2_15}))
+    (finding,) = rule_cuda(ctx)
+    assert finding.message.startswith("torch 2.15.0 (pulled in by another requirement")
+    assert "is built for CUDA 13.2; base b has CUDA 12.4" in finding.message
+    assert finding.hint.startswith("use torch==2.6.0 (the newest torch whose PyPI wheel")
+    assert "https://download.pytorch.org/whl/cu124" in finding.hint
+    assert finding.source.startswith("torch 2.15.0 Requires-Dist cuda-toolkit[")
+    assert finding.candidates == ((Change(package="torch", specifier="==2.6.0"),),)
+
+
+@pytest.mark.parametrize(
+    ("torch", "cuda", "bad"),
+    [  # offline: no Requires-Dist recorded for these, so builder/data/torch_tables.yaml answers
+        ("2.14.1", "13.0", False),
+        ("2.15.0", "13.0", True),  # CUDA 13.2: a newer minor than the base's
+        ("2.15.0", "13.2", False),
+        ("2.15.0", "12.8", True),
+        ("2.15.3", "12.8", True),  # a patch release the table has not seen: its minor's row
+    ],
+)
+def test_torch_releases_past_2_13_are_cuda_checked_from_the_generated_table(
+    tmp_path: Path, torch: str, cuda: str, bad: bool
+) -> None:
+    ctx = context(
+        tmp_path, {"torch": torch}, base=f"{{image: img, python: '3.11', cuda: '{cuda}'}}"
+    )
+    found = list(rule_cuda(ctx))
+    assert codes(found) == ([("cuda-mismatch", "torch")] if bad else [])
+    assert all("torch_tables.yaml" in f.source for f in found)
+
+
+def test_on_a_cuda_13_0_base_the_hint_names_the_newest_torch_built_for_13_0(
+    tmp_path: Path,
+) -> None:
+    ctx = context(tmp_path, {"torch": "2.6.0"}, base="{image: img, python: '3.11', cuda: '13.0'}")
+    (finding,) = rule_cuda(ctx)
+    assert "use torch==2.14.1 " in finding.hint
+
+
+@pytest.mark.parametrize(
+    ("image", "severity", "says"),
+    [
+        ("nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04", "error", "no nvcc: nvidia/cuda:12.4.1"),
+        ("nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04", "warning", "--no-build-isolation"),
+        ("runpod/pytorch:2.4.0-py3.10-cuda12.4.1-devel-ubuntu22.04", "warning", "slow"),
+        ("pytorch/pytorch:2.4.1-cuda12.4-cudnn9-runtime", "error", "cudnn9-devel (nvcc)"),
+        ("img", "error", "neither -devel nor -runtime"),
+    ],
+)
+def test_a_cuda_extension_sdist_is_an_error_without_nvcc_and_a_warning_on_a_devel_base(
+    tmp_path: Path, image: str, severity: str, says: str
+) -> None:
+    base = f"{{image: '{image}', python: '3.10', cuda: '12.4'}}"
+    (finding,) = rule_wheels(context(tmp_path, {"flash-attn": "2.8.3"}, base=base))
+    assert (finding.severity, finding.code) == (severity, "needs-build")
+    assert says in finding.message + finding.hint
+
+
+def test_a_devel_base_warning_says_how_to_build_against_the_installed_torch(
+    tmp_path: Path,
+) -> None:
+    base = "{image: 'nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04', python: '3.10', cuda: '12.4'}"
+    (finding,) = rule_wheels(context(tmp_path, {"flash-attn": "2.8.3"}, base=base))
+    assert "needs torch at build time" in finding.message
+    assert "pip install --no-build-isolation flash-attn==2.8.3" in finding.hint
+    assert "indexes.wheelhouse" in finding.hint
+
+
+@pytest.mark.parametrize(
+    ("base", "severity"),
+    [
+        ("{image: img, python: '3.10', cuda: '12.4'}", "error"),
+        ("{image: img, python: '3.10', cuda: '12.4', apt: [build-essential]}", "warning"),
+        ("{image: img, python: '3.10', cuda: '12.4', apt: [g++]}", "warning"),
+        (
+            "{image: 'nvidia/cuda:12.4.1-devel-ubuntu22.04', python: '3.10', cuda: '12.4'}",
+            "warning",
+        ),
+        ("{image: 'python:3.10', python: '3.10', cuda: null}", "warning"),  # gcc in the image
+        ("{image: 'python:3.10-slim', python: '3.10', cuda: null}", "error"),
+    ],
+)
+def test_a_c_extension_sdist_is_a_warning_where_the_base_or_its_apt_list_has_a_compiler(
+    tmp_path: Path, base: str, severity: str
+) -> None:
+    (finding,) = rule_wheels(context(tmp_path, {"pyworld": "0.3.5"}, base=base))
+    assert (finding.severity, finding.code, finding.package) == (severity, "needs-build", "pyworld")
+    if severity == "error":
+        assert "build-essential" in finding.hint
+
+
+def test_a_project_with_per_cuda_wheels_elsewhere_is_taken_for_a_cuda_extension(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "fused-ops": ("fused_ops-1.0.tar.gz", "fused_ops-0.9+cu121-cp310-cp310-linux_x86_64.whl")
+    }
+    ctx = replace(context(tmp_path, {"fused-ops": "1.0"}), metadata=FakeMetadata(files=files))
+    (finding,) = rule_wheels(ctx)
+    assert (finding.severity, finding.code) == ("error", "needs-build")
+    assert "no nvcc known" in finding.message
 
 
 # ---------------------------------------------------------------- the metadata cache

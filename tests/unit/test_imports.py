@@ -28,6 +28,7 @@ PLUMBING = {
         "records",
         "engine",  # the container-engine protocol and its Docker implementation
         "gitsource",  # app.git clones, cached by commit
+        "requirements",  # requirement files by pip's rules, for the matrix and check -r
     )
 } | {"builder"}  # the package itself holds only __version__
 

@@ -39,11 +39,13 @@ def test_the_shipped_profiles_load() -> None:
 
 
 def test_every_shipped_rule_and_fact_names_its_source() -> None:
+    # the rules' citations and quotes: tests/unit/test_profile_sources.py
     for path in sorted(SHIPPED.glob("*.yaml")):
         raw = read_profile(path)
         assert raw.source.startswith("https://"), path
-        assert all(rule.source.startswith("https://") for rule in raw.requirements), path
-        assert all(source.startswith(f"{raw.name}: https://") for _, _, source in raw.facts)
+        assert all(rule.kind and rule.quote for rule in raw.requirements), path
+        assert all(source.startswith(f"{raw.name}: ") for _, _, source in raw.facts)
+        assert all(len(source) > len(f"{raw.name}: https://") for _, _, source in raw.facts)
 
 
 def test_wan22_replaces_wan21s_transformers_rule_and_keeps_the_rest() -> None:
@@ -61,8 +63,9 @@ def test_wan22_replaces_wan21s_transformers_rule_and_keeps_the_rest() -> None:
 
 def test_wan22_s2v_needs_its_speech_extras_and_a_gpu_at_import() -> None:
     s2v = load_profiles()["wan2.2-s2v"]
-    for name in ("librosa", "decord", "peft", "sentencepiece", "soundfile", "torchaudio"):
+    for name in ("librosa", "decord", "peft", "torchaudio"):
         assert s2v.rule(name) is not None and not s2v.rule(name).optional  # type: ignore[union-attr]
+    assert s2v.rule("sentencepiece") is None and s2v.rule("soundfile") is None  # no source
     assert s2v.rule("openai-whisper").optional  # type: ignore[union-attr]
     assert s2v.rule("decord").alternatives == ("decord2", "eva-decord")  # type: ignore[union-attr]
     assert s2v.gpu_at_import
@@ -72,7 +75,10 @@ def test_wan22_s2v_needs_its_speech_extras_and_a_gpu_at_import() -> None:
 
 def test_multitalk_states_what_its_install_guide_and_code_need() -> None:
     multitalk = load_profiles()["multitalk"]
-    assert multitalk.rule("torch").range == "==2.4.1"  # type: ignore[union-attr]
+    code, readme = multitalk.rules_for("torch")
+    assert (code.kind, code.range, code.soft) == ("code", "", False)
+    assert (readme.kind, readme.range, readme.soft) == ("readme", "==2.4.1", True)
+    assert [r.kind for r in multitalk.rules_for("xformers")] == ["code", "readme"]
     assert multitalk.rule("optimum-quanto").range == "==0.2.6"  # type: ignore[union-attr]
     for name in ("soundfile", "librosa", "xformers", "misaki", "xfuser", "gradio"):
         assert multitalk.rule(name) is not None, name
@@ -104,6 +110,122 @@ def test_a_user_profile_can_extend_a_shipped_one(tmp_path: Path) -> None:
     assert mine.rule("transformers").profile == "wan2.2"  # type: ignore[union-attr]
     assert mine.loads_bin_weights and mine.source_of("loads_bin_weights") == "my-wan: ./app.py"
     assert mine.known_bad[0].source == "my-wan: ./notes.md"
+
+
+def test_a_user_rule_may_keep_a_free_text_source_and_is_held_as_a_requirement(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "p",
+        "name: p\nsource: s\nrequirements:\n  - {requirement: peft, source: ./app.py:3}\n",
+    )
+    rule = load_profiles([tmp_path])["p"].rule("peft")
+    assert rule is not None and (rule.kind, rule.quote, rule.soft) == (None, "", False)
+
+
+CITED = "o/r@" + "a" * 40 + ":README.md:12"
+
+
+def test_a_distribution_may_have_one_rule_per_kind_of_source(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p",
+        "name: p\nsource: s\nrequirements:\n"
+        f"  - {{requirement: torch, kind: code, source: '{CITED}', quote: import torch}}\n"
+        f"  - {{requirement: torch==2.4.1, kind: readme, source: '{CITED}', quote: pip install torch==2.4.1}}\n",
+    )
+    rules = load_profiles([tmp_path])["p"].rules_for("torch")
+    assert [(r.kind, r.soft, r.cited) for r in rules] == [
+        ("code", False, f'{CITED} "import torch"'),
+        ("readme", True, f'{CITED} "pip install torch==2.4.1"'),
+    ]
+
+
+def test_a_childs_rule_replaces_every_rule_of_its_parent_for_that_distribution(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "mine",
+        "name: mine\nextends: multitalk\nsource: s\n"
+        "requirements:\n  - {requirement: torch>=2.5, source: ./requirements.txt:1}\n",
+    )
+    mine = load_profiles([tmp_path])["mine"]
+    assert [r.text for r in mine.rules_for("torch")] == ["torch>=2.5"]
+    assert mine.requirements[0].text == "torch>=2.5"  # where the parent's first torch rule was
+
+
+@pytest.mark.parametrize(
+    ("rule", "at", "message"),
+    [
+        (
+            "{requirement: torch, kind: code, source: 'o/r@main:a.py:3', quote: import torch}",
+            "'o/r@main",
+            "requirements[0].source: commit 'main' is not a full 40-hex commit id",
+        ),
+        (
+            f"{{requirement: torch, kind: code, source: 'o/r@{'a' * 40}:a.py', quote: x}}",
+            "'o/r@",
+            "requirements[0].source: expected :path:line after the commit, got 'a.py'",
+        ),
+        (
+            "{requirement: torch, kind: code, source: https://github.com/o/r, quote: import torch}",
+            "https:",
+            "requirements[0].source: expected owner/repo@<40-hex commit>:path:line",
+        ),
+        (
+            "{requirement: torch, source: 'o/r@abc123:a.py:3'}",
+            "'o/r@abc123",
+            "requirements[0].source: commit 'abc123' is not a full 40-hex commit id",
+        ),
+        (
+            f"{{requirement: torch, kind: code, source: '{CITED}'}}",
+            "{",
+            "requirements[0].quote: missing required key (a rule with a `kind` quotes the line",
+        ),
+        (
+            f"{{requirement: torch, source: '{CITED}', quote: import torch}}",
+            "{",
+            "requirements[0].kind: missing required key (a rule with a `quote` states its kind",
+        ),
+        (
+            f"{{requirement: torch, kind: readmee, source: '{CITED}', quote: x}}",
+            "readmee",
+            "requirements[0].kind: expected one of requirements, code, readme, maintainer "
+            "(did you mean 'readme'?)",
+        ),
+        (
+            f"{{requirement: torch, kind: code, source: '{CITED}', quote: 2.4}}",
+            "2.4",
+            "requirements[0].quote: expected the source line as text",
+        ),
+    ],
+)
+def test_a_bad_citation_is_located_by_line_column_and_field(
+    tmp_path: Path, rule: str, at: str, message: str
+) -> None:
+    write(tmp_path, "p", f"name: p\nsource: s\nrequirements:\n  - {rule}\n")
+    with pytest.raises(InputError) as error:
+        load_profiles([tmp_path])
+    where = f"{tmp_path / 'p.yaml'}:4:{len('  - ') + rule.index(at) + 1}: "
+    assert error.value.message.startswith(where), error.value.message
+    assert message in error.value.message
+
+
+def test_a_second_rule_of_the_same_kind_for_one_distribution_is_refused(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p",
+        "name: p\nsource: s\nrequirements:\n  - {requirement: torch, source: a}\n"
+        "  - {requirement: torch>=2, source: b}\n",
+    )
+    with pytest.raises(InputError) as error:
+        load_profiles([tmp_path])
+    assert error.value.message == (
+        f"{tmp_path / 'p.yaml'}:5:5: requirements[1]: a second rule for torch "
+        "(the first is requirements[0])"
+    )
 
 
 def test_profiles_for_gives_the_cells_profiles_flattened(tmp_path: Path) -> None:

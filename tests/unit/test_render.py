@@ -65,8 +65,12 @@ def test_torch_gets_the_first_layer_and_the_cells_own_pins_the_last() -> None:
 
 def test_the_context_holds_only_the_pinned_wheels_and_the_app(rendered: Path) -> None:
     context = rendered / "cu121-py310.transformers-4.51.3"
-    assert sorted(p.name for p in (context / "wheelhouse").iterdir()) == [
-        "torch-2.4.1-cp310-cp310-manylinux1_x86_64.whl"
+    wheels = sorted(str(p.relative_to(context)) for p in (context / "wheelhouse").rglob("*"))
+    assert wheels == [
+        "wheelhouse/heavy",
+        "wheelhouse/heavy/torch-2.4.1-cp310-cp310-manylinux1_x86_64.whl",
+        "wheelhouse/pins",
+        "wheelhouse/rest",
     ]
     assert (context / "app" / "wanapp" / "__init__.py").is_file()
 

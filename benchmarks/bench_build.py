@@ -153,6 +153,8 @@ def phases(log: str) -> list[tuple[str, float]]:
         if n in marks:
             rows.append((f"[{stage}] pip install (hash-checked)", marks[n]))
             rows.append((f"[{stage}] compileall", done[n] - marks[n]))
+        elif instruction == "RUN":  # the pins layer: pip only, no compileall
+            rows.append((f"[{stage}] pip install (hash-checked)", done[n]))
         else:
             rows.append((f"[{stage}] {instruction}", done[n]))
     for n in EXPORT.findall(log):

@@ -133,3 +133,31 @@ def test_mirror_makes_the_target_hold_exactly_the_source(tmp_path: Path) -> None
     inode = (target / "app" / "pkg" / "mod.py").stat().st_ino
     mirror(source, target)  # unchanged: left as it was, stat and all
     assert (target / "app" / "pkg" / "mod.py").stat().st_ino == inode
+
+
+def test_a_changed_file_never_looks_unchanged_to_buildkit(tmp_path: Path) -> None:
+    """BuildKit resends a file only when its size or mtime changed: two renders of equal-sized
+    requirement files within one clock tick must still differ in what it compares."""
+    first, second, slot = tmp_path / "a", tmp_path / "b", tmp_path / "slot"
+    for folder, version in ((first, "0"), (second, "1")):
+        folder.mkdir()
+        (folder / "pins.txt").write_text(f"diffusers==0.35.{version}\n")
+        os.utime(folder / "pins.txt", ns=(1_000_000_000, 1_000_000_000))  # one tick
+    mirror(first, slot)
+    before = (slot / "pins.txt").stat()
+    mirror(second, slot)
+    after = (slot / "pins.txt").stat()
+    assert (slot / "pins.txt").read_text() == "diffusers==0.35.1\n"
+    assert after.st_size == before.st_size and after.st_mtime_ns != before.st_mtime_ns
+    assert (second / "pins.txt").stat().st_mtime_ns == 1_000_000_000  # the render is untouched
+
+
+def test_a_file_with_the_same_content_keeps_the_stat_buildkit_saw(tmp_path: Path) -> None:
+    first, second, slot = tmp_path / "a", tmp_path / "b", tmp_path / "slot"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "rest.txt").write_text("numpy==1.26.4\n")
+    mirror(first, slot)
+    before = (slot / "rest.txt").stat()
+    mirror(second, slot)
+    assert (slot / "rest.txt").stat().st_mtime_ns == before.st_mtime_ns

@@ -153,8 +153,6 @@ def phases(log: str) -> list[tuple[str, float]]:
         if n in marks:
             rows.append((f"[{stage}] pip install (hash-checked)", marks[n]))
             rows.append((f"[{stage}] compileall", done[n] - marks[n]))
-        elif instruction == "RUN":  # the pins layer: pip only, no compileall
-            rows.append((f"[{stage}] pip install (hash-checked)", done[n]))
         else:
             rows.append((f"[{stage}] {instruction}", done[n]))
     for n in EXPORT.findall(log):
@@ -196,6 +194,9 @@ def build_ratio(work: Path) -> None:
     print(f"      {docker - sum(s for _, s in rows):5.2f}s  client, solve, cache keys (checksums)")
     print(f"      {bump - docker:5.2f}s  builder: start-up, lock check, render, inspect")
     print(f"      {bump:5.2f}s  in all ({record['cached_steps']}/{record['total_steps']} cached)")
+    if record["total_steps"] - record["cached_steps"] > 2:  # more than the pins RUN and COPY
+        print("      WARNING: more than the pins layer was rebuilt: BuildKit's cache was pruned")
+        print("      or collected between the builds (another user? a full disk?); run again")
 
 
 def size_ratio(work: Path, tag: str) -> None:

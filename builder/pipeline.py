@@ -273,8 +273,9 @@ def probe_cell(session: Session, cell: Cell, rendered: Rendered | None) -> Verdi
 
 
 # Probes started first when they run side by side: the longest, so that the short ones fill
-# in around them. The serve probe runs last and alone: its time to ready is a measurement.
-LONGEST_FIRST = ("generate", "imports", "media", "model-dir", "cuda", "numpy", "pip-check")
+# in around them (media leads: the first time librosa's numba gufuncs compile, over 10 s on one
+# core, it is the longest). The serve probe runs last and alone: its time to ready is measured.
+LONGEST_FIRST = ("media", "generate", "imports", "model-dir", "cuda", "numpy", "pip-check")
 
 
 def run_probes(session: Session, cell: Cell, target: Target) -> tuple[ProbeResult, ...]:

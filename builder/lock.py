@@ -120,6 +120,7 @@ class LockResult:
     diff: LockDiff = field(default_factory=LockDiff)
     error: str | None = None
     changed: bool = False
+    seed: Path | None = None  # the lock a new cell started from (its diff is against it)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -128,6 +129,7 @@ class LockResult:
             "ok": self.ok,
             "changed": self.changed,
             "error": self.error,
+            "seed": None if self.seed is None else str(self.seed),
             "diff": self.diff.to_json(),
         }
 
@@ -135,6 +137,8 @@ class LockResult:
         if not self.ok:
             return f"FAIL {self.cell_id}: cannot resolve\n" + _indent(self.error or "")
         state = "updated" if self.changed else "unchanged"
+        if self.seed is not None:
+            state += f" (pins kept from {self.seed.name} where the requirements allow)"
         body = _indent("\n".join(self.diff.lines())) if self.diff else ""
         return f"ok   {self.cell_id}: {self.path} {state}" + (f"\n{body}" if body else "")
 
@@ -483,10 +487,12 @@ def lock_cell(
     """Lock one cell: resolve, prepend the header, write atomically, diff against the old."""
     path = lock_path(matrix, cell)
     old = read_lock(path)
+    seed = None if (old is not None or upgrade) else seed_lock(matrix, cell, resolver.name)
+    start = old or (read_lock(seed) if seed else None)
     result = resolver.resolve(
         cell,
         settings,
-        previous=None if (old is None or upgrade) else old.text,
+        previous=None if (start is None or upgrade) else start.text,
         upgrade=upgrade,
         upgrade_packages=upgrade_packages,
         cancel=cancel,
@@ -499,9 +505,31 @@ def lock_cell(
     changed = old is None or old.text != text
     if changed:
         write_atomic(path, text)
-    return LockResult(
-        cell.id, path, ok=True, diff=diff_locks(old.text if old else None, text), changed=changed
-    )
+    diff = diff_locks(start.text if start else None, text)
+    return LockResult(cell.id, path, ok=True, diff=diff, changed=changed, seed=seed)
+
+
+def seed_lock(matrix: Matrix, cell: Cell, resolver: str) -> Path | None:
+    """The lock a cell without one starts from, so that a bump changes only what it asks for.
+    A cell's id names its pins, so bumping one renames the cell and leaves its lock behind,
+    named by no cell of the matrix: the newest such lock of the same resolver, Python,
+    platform and base seeds the new one (its pins are uv's preferences), as `uv lock` keeps
+    a project's other pins when one requirement changes. None: a fresh resolution. Only
+    locks no cell names are read, so cells locked side by side never seed each other."""
+    named = {lock_path(matrix, c).name for c in matrix.cells}
+    wanted = header(matrix.path, cell, "", resolver, "").splitlines()[4:]
+    found: list[tuple[int, Path]] = []
+    for path in matrix.constraints_dir.glob("*.txt"):
+        if path.name in named or not path.is_file():
+            continue
+        try:
+            lock = read_lock(path)
+            mtime = path.stat().st_mtime_ns
+        except (InputError, OSError):  # not a lock builder can read: never a seed
+            continue
+        if lock and not lock.edited and lock.header.splitlines()[4:] == wanted:
+            found.append((mtime, path))
+    return max(found)[1] if found else None
 
 
 def normalize(body: str) -> str:

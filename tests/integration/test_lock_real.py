@@ -232,3 +232,24 @@ def test_upgrade_with_upgrade_package_is_a_usage_error(tmp_path: Path) -> None:
     assert result.code == 2
     assert "--upgrade and --upgrade-package exclude each other" in result.err
     assert not (tmp_path / "constraints").exists()
+
+
+def test_a_pin_bump_keeps_every_other_pin_of_the_lock_it_leaves_behind(tmp_path: Path) -> None:
+    """The bumped cell is new (its id names the pin), yet only the bumped pin moves: idna stays
+    at 3.4, pinned by the old lock, though the bumped matrix would take the newest idna."""
+    one = ONE_CELL.replace("[bookworm]\n", '[bookworm]\n  six: ["SIX"]\n')
+    write_matrix(tmp_path, one.replace("SIX", "1.16.0"), requirements='["idna==3.4"]')
+    assert lock(tmp_path).code == 0
+    write_matrix(tmp_path, one.replace("SIX", "1.17.0"), requirements='["idna"]')
+    bumped = lock(tmp_path)
+    assert bumped.code == 0, bumped.err
+    assert "pins kept from bookworm.six-1.16.0.txt" in bumped.out
+    assert re.findall(r"^\s+([+~-] .*)$", bumped.out, re.M) == ["~ six 1.16.0 -> 1.17.0"]
+    assert pins(tmp_path / "constraints" / "bookworm.six-1.17.0.txt") == {
+        "idna": "3.4",
+        "six": "1.17.0",
+    }
+    (tmp_path / "constraints" / "bookworm.six-1.17.0.txt").unlink()
+    assert lock(tmp_path, "--upgrade").code == 0  # --upgrade starts fresh: the newest idna
+    upgraded = pins(tmp_path / "constraints" / "bookworm.six-1.17.0.txt")
+    assert Version(upgraded["idna"]) > Version("3.4")

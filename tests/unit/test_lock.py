@@ -246,6 +246,43 @@ def test_a_resolver_gets_the_old_lock_to_keep_its_pins_unless_upgrading(tmp_path
     assert resolver.asked[1]["upgrade_packages"] == ["six"] and resolver.asked[2]["upgrade"]
 
 
+def test_a_bumped_cell_starts_from_the_lock_its_bump_left_behind(tmp_path: Path) -> None:
+    """A bump renames the cell: its new lock is seeded with the old one's pins (uv keeps them
+    where the requirements allow) and its diff is against them; `--upgrade` starts fresh."""
+    resolver = Named("uv", body=OLD)
+    old = matrix_at(tmp_path)
+    lock_cell(old, old.cells[0], Settings(), resolver=resolver)
+    bumped = matrix_at(tmp_path, MATRIX.replace('six: ["1.16.0"]', 'six: ["1.17.0"]'))
+    resolver.body = NEW
+    result = lock_cell(bumped, bumped.cells[0], Settings(), resolver=resolver)
+    assert result.seed == lock_path(old, old.cells[0])
+    assert "numpy==1.26.3" in resolver.asked[1]["previous"]
+    assert result.diff.lines() == ["+ attrs==26.1.0", "- six==1.16.0", "~ numpy 1.26.3 -> 1.26.4"]
+    assert "pins kept from cpu.six-1.16.0.txt" in result.summary()
+    lock_path(bumped, bumped.cells[0]).unlink()
+    fresh = lock_cell(bumped, bumped.cells[0], Settings(), resolver=resolver, upgrade=True)
+    assert fresh.seed is None and resolver.asked[2]["previous"] is None
+
+
+def test_a_seed_is_only_a_lock_no_cell_names_of_the_same_python_and_base(
+    tmp_path: Path,
+) -> None:
+    """Locks of the matrix's own cells (written side by side), of another base or Python,
+    edited by hand or unreadable never seed a new cell."""
+    resolver = Named("uv", body=OLD)
+    two = MATRIX.replace('six: ["1.16.0"]', 'six: ["1.16.0", "1.17.0"]')
+    matrix = matrix_at(tmp_path, two)
+    lock_cell(matrix, matrix.cells[0], Settings(), resolver=resolver)
+    assert lock_cell(matrix, matrix.cells[1], Settings(), resolver=resolver).seed is None
+    other = matrix_at(tmp_path, MATRIX.replace('"3.11"', '"3.12"').replace("1.16.0", "1.15.0"))
+    lock_cell(other, other.cells[0], Settings(), resolver=resolver)
+    edited = lock_path(other, other.cells[0]).with_name("cpu.six-1.14.0.txt")
+    edited.write_text(read_lock(lock_path(matrix, matrix.cells[0])).text + "extra==1\n")
+    (tmp_path / "constraints" / "bad.txt").write_bytes(b"\xff\xfe not a lock")
+    newest = matrix_at(tmp_path, two.replace('"1.17.0"]', '"1.17.0", "1.18.0"]'))
+    assert lock_cell(newest, newest.cells[2], Settings(), resolver=resolver).seed is None
+
+
 class OneContainer:
     """An engine whose one container writes `out.txt` as pip-compile would."""
 

@@ -11,6 +11,7 @@ here, once per run, before any worker thread starts (PATH is the environment's, 
 | `BUILDER_VENV_CACHE` | the venv engine's per-lock virtual environments; `ROOT/venvs` |
 | `BUILDER_GIT_CACHE` | `app.git` clones, one directory per commit; `ROOT/git` |
 | `BUILDER_JIT_CACHE` | numba's cache for the media probe, shared by its containers; `ROOT/jit` |
+| `BUILDER_WHEEL_CACHE` | builder's own copies of wheelhouse files, which build contexts link; `ROOT/wheels` |
 | `BUILDER_RESULT_CACHE` | verdicts of `validate` (default `.builder-cache`; `--cache-dir` overrides) |
 | `BUILDER_CA_BUNDLE` | extra CA bundle for TLS-intercepting proxies (the matrix's `indexes.ca_bundle` wins) |
 | `BUILDER_NETRC` | netrc file with index credentials (uv's NETRC; a BuildKit secret, never a layer) |
@@ -40,6 +41,7 @@ class Settings:
     venv_cache: Path = Path(".builder-cache/venvs")
     git_cache: Path = Path(".builder-cache/git")
     jit_cache: Path = Path(".builder-cache/jit")  # numba's cache for the media probe
+    wheel_cache: Path | None = None  # copies of wheelhouse files (None: beside the contexts)
     result_cache: Path = Path(".builder-cache")
     ca_bundle: Path | None = None
     netrc: Path | None = None
@@ -115,6 +117,7 @@ def from_environ(
         venv_cache=variable("BUILDER_VENV_CACHE") or root / "venvs",
         git_cache=variable("BUILDER_GIT_CACHE") or root / "git",
         jit_cache=variable("BUILDER_JIT_CACHE") or root / "jit",
+        wheel_cache=variable("BUILDER_WHEEL_CACHE") or root / "wheels",
         result_cache=variable("BUILDER_RESULT_CACHE") or Path(".builder-cache"),
         ca_bundle=variable("BUILDER_CA_BUNDLE"),
         netrc=variable("BUILDER_NETRC"),

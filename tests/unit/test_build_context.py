@@ -67,6 +67,25 @@ def test_a_wheel_added_for_a_pin_leaves_the_torch_layers_wheels_as_they_were(
     assert [(p.name, p.stat().st_ino) for p in (after / "wheelhouse" / "heavy").iterdir()] == heavy
 
 
+def test_contexts_link_builders_copy_of_a_wheel_never_the_users_file(tmp_path: Path) -> None:
+    """A link to the user's wheel would change its ctime, and uv unpacks a find-links wheel
+    again when its ctime changes: the user's file keeps one link and its ctime; every render
+    links the one copy, which keeps the user's mtime (what BuildKit compares)."""
+    render(tmp_path)
+    users = tmp_path / "project" / "wheels" / "torch-2.4.1-cp310-cp310-manylinux1_x86_64.whl"
+    before = users.stat()
+    first = render(tmp_path)
+    (tmp_path / "project" / "wheels" / "transformers-4.51.3-py3-none-any.whl").write_bytes(b"")
+    second = render(tmp_path)
+    after = users.stat()
+    assert (after.st_nlink, after.st_ctime_ns) == (1, before.st_ctime_ns)
+    linked = [r / "wheelhouse" / "heavy" / users.name for r in (first, second)]
+    copies = list((tmp_path / "out" / ".wheels").rglob(users.name))
+    assert len(copies) == 1 and {p.stat().st_ino for p in linked} == {copies[0].stat().st_ino}
+    assert copies[0].stat().st_mtime_ns == before.st_mtime_ns
+    assert copies[0].read_bytes() == users.read_bytes()
+
+
 def test_a_bump_builds_from_the_slot_its_cell_used_before(tmp_path: Path) -> None:
     first = tmp_path / "out" / "cell.transformers-1"
     second = tmp_path / "out" / "cell.transformers-2"

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -207,3 +208,16 @@ def chromium() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{problem}; CI is set: the browser tests must run")
     pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def pypi() -> None:
+    """PyPI answers; in CI its absence fails the tier instead of skipping it."""
+    try:
+        urllib.request.urlopen(
+            "https://pypi.org/simple/pip/", timeout=20, context=ssl.create_default_context()
+        ).close()
+    except OSError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PyPI unreachable: {exc} (CI is set: the network tier must run)")
+        pytest.skip(f"PyPI unreachable: {exc}")

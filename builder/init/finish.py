@@ -466,10 +466,6 @@ def _reinstall_note(walk: Walk, event: Install, back: dict[str, Source]) -> None
     )
 
 
-def _soft_note(event: Install) -> str:
-    return "a soft install in the Dockerfile" if event.soft else ""
-
-
 def _soft(walk: Walk, event: Install) -> None:
     if event.soft and event.reqs:
         names = ", ".join(dict.fromkeys(t for _, t, _ in event.reqs))

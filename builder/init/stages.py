@@ -206,8 +206,3 @@ def _stage_named(stages: tuple[Stage, ...], name: str) -> Stage | None:
         if stage.name == wanted or str(stage.index) == wanted:
             return stage
     return None
-
-
-def stage_for(parsed: Parsed, name: str) -> Stage | None:
-    """The stage `COPY --from=name` means, if it is one of this Dockerfile's."""
-    return _stage_named(parsed.stages, name)

@@ -5,8 +5,6 @@ to its cell and checked again with real uv and PyPI, clears its finding and adds
 from __future__ import annotations
 
 import os
-import ssl
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,19 +28,6 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 def settings(cache: Path) -> Settings:
     return replace(from_environ(os.environ), metadata_cache=cache)
-
-
-@pytest.fixture(scope="module")
-def pypi() -> None:
-    """PyPI answers; in CI its absence fails the tier instead of skipping it."""
-    try:
-        urllib.request.urlopen(
-            "https://pypi.org/simple/pip/", timeout=20, context=ssl.create_default_context()
-        ).close()
-    except OSError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PyPI unreachable: {exc} (CI is set: the network tier must run)")
-        pytest.skip(f"PyPI unreachable: {exc}")
 
 
 @pytest.fixture(scope="module")

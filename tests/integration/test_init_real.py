@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,19 +17,6 @@ from tests.conftest import run_cli
 from tests.unit.test_init import CASES, copy_case, init_case, spec
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def pypi() -> None:
-    """PyPI answers; in CI its absence fails the tier instead of skipping it."""
-    try:
-        urllib.request.urlopen(
-            "https://pypi.org/simple/pip/", timeout=20, context=ssl.create_default_context()
-        ).close()
-    except OSError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PyPI unreachable: {exc} (CI is set: the network tier must run)")
-        pytest.skip(f"PyPI unreachable: {exc}")
 
 
 @pytest.fixture(scope="module")
